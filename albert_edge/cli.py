@@ -1,0 +1,232 @@
+"""`albert-edge` command line. Exit codes: 0 success, 1 a pipeline gate or stage failed,
+2 bad input or config. Bad input never ends in a bare traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from albert_edge.paths import default_cache_dir
+from albert_edge.schema import ConfigError
+
+EXIT_OK, EXIT_GATE, EXIT_INPUT = 0, 1, 2
+
+EPILOG = """\
+examples:
+  albert-edge validate pipelines.yaml
+  albert-edge list pipelines.yaml
+  albert-edge run pipelines.yaml --pipeline smoke
+  albert-edge run pipelines.yaml --pipeline sst2-mobile --from quantize
+  albert-edge show pipelines.yaml --pipeline sst2-mobile
+  albert-edge bench .albert-edge/runs/smoke-latest --device local
+  albert-edge report .albert-edge/runs/smoke-latest
+  albert-edge device setup qemu-aarch64
+
+Artifacts are cached in ./.albert-edge (or $ALBERT_EDGE_CACHE); a re-run reuses every
+completed stage. Exit codes: 0 ok, 1 a stage or the accuracy budget failed, 2 bad input.
+"""
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser, need_pipeline: bool = True) -> None:
+    p.add_argument("file", nargs="?", default="pipelines.yaml", help="the pipelines file (default: pipelines.yaml)")
+    if need_pipeline:
+        p.add_argument("--pipeline", "-p", required=True, help="name of the pipeline in the file (see `albert-edge list`)")
+    p.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ./.albert-edge or $ALBERT_EDGE_CACHE)")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from albert_edge.config import validate_file
+
+    pipes = validate_file(args.file)
+    for p in pipes:
+        print(f"ok  {p.name}: {len(p.steps)} steps ({' -> '.join(s.id for s in p.steps)})")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from albert_edge.config import load_yaml, resolve_pipeline
+    from albert_edge.registry import STAGE_MODULES, get_stage
+
+    data = load_yaml(args.file)
+    for name in data["pipelines"]:
+        p = resolve_pipeline(data, name, args.file)
+        flag = "  [random weights]" if p.random_weights else ""
+        print(f"{name:28s} {p.model:22s} {p.description}{flag}")
+    if args.stages:
+        print("\nstages:")
+        for name in STAGE_MODULES:
+            print(f"  {name:14s} {get_stage(name).doc}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from albert_edge.artifacts import ArtifactStore
+    from albert_edge.config import load_pipeline
+    from albert_edge.registry import get_stage
+    from albert_edge.runner import _resolve_inputs, cache_key
+
+    pipe = load_pipeline(args.file, args.pipeline)
+    store = ArtifactStore((args.cache_dir or default_cache_dir()) / "artifacts")
+    print(f"pipeline {pipe.name}: model {pipe.model}, task {pipe.task.name}, seed {pipe.seed}, budget {pipe.budget.max_accuracy_drop}")
+    done: list[Any] = []
+    for step in pipe.steps:
+        spec = get_stage(step.stage)
+        try:
+            inputs = _resolve_inputs(spec, step, pipe, done)
+        except Exception:
+            print(f"  {step.id:16s} (inputs not built yet)")
+            break
+        key = cache_key(spec, step, pipe, inputs)
+        art, why = store.get(step.id, key, verify=not args.no_verify)
+        if art is None:
+            print(f"  {step.id:16s} {why}")
+            break
+        done.append((step, art))
+        metrics = {k: v for k, v in art.metrics.items() if not isinstance(v, (list, dict))}
+        print(f"  {step.id:16s} {art.path}\n  {'':16s} {json.dumps(metrics)}")
+        if args.config:
+            print(f"  {'':16s} config {json.dumps(step.config_dict())}")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from albert_edge.config import load_pipeline
+    from albert_edge.runner import run_pipeline
+
+    pipe = load_pipeline(args.file, args.pipeline)
+    ids = [s.id for s in pipe.steps]
+    for opt in ("from_step", "until"):
+        val = getattr(args, opt)
+        if val and val not in ids:
+            raise ConfigError(f"--{opt.replace('_step', '')}", f"no step {val!r} in {pipe.name}", f"steps: {', '.join(ids)}")
+    result = run_pipeline(pipe, args.cache_dir or default_cache_dir(), from_step=args.from_step, force=args.force, until=args.until, verbose=args.verbose)
+    print(f"run log: {result.run_dir / 'run.log'}", file=sys.stderr)
+    return result.exit_code
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    root = args.cache_dir or default_cache_dir()
+    if not root.exists():
+        print(f"nothing to clean at {root}")
+        return EXIT_OK
+    targets = [root] if args.all else [root / "artifacts" / "tmp", root / "artifacts" / "corrupt"]
+    for t in targets:
+        if t.exists():
+            shutil.rmtree(t)
+            print(f"removed {t}")
+    return EXIT_OK
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    def call(args: argparse.Namespace) -> int:
+        import importlib
+
+        return importlib.import_module(module).__getattribute__(func)(args)
+
+    return call
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="albert-edge",
+        description="Distill, prune, int8-quantize, export (ONNX, TFLite) and benchmark ALBERT text classifiers for edge devices, from one pipelines.yaml.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"albert-edge {__import__('albert_edge').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a pipeline, reusing cached stages", description="Run the named pipeline stage by stage. Completed stages are reused from the cache (content-addressed by config, inputs and code version); a killed run resumes at the stage in flight.")
+    _add_pipeline_args(p)
+    p.add_argument("--from", dest="from_step", metavar="STEP", help="rebuild this step and every step after it")
+    p.add_argument("--until", metavar="STEP", help="stop after this step")
+    p.add_argument("--force", action="store_true", help="rebuild every step")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks in the log")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a pipelines file without running anything", description="Validate every pipeline: stage names, parameter types and values, files that must exist, cross-stage constraints. Errors name the YAML path of the bad key.")
+    _add_pipeline_args(p, need_pipeline=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("list", help="list pipelines (and stages)", description="List the pipelines in a file with their model source; --stages also lists every registered stage.")
+    _add_pipeline_args(p, need_pipeline=False)
+    p.add_argument("--stages", action="store_true", help="also list the stages and what they do")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="show a pipeline's cached artifacts and metrics", description="For each step: the cached artifact directory and its metrics, or why it would be rebuilt.")
+    _add_pipeline_args(p)
+    p.add_argument("--config", action="store_true", help="print each step's resolved config")
+    p.add_argument("--no-verify", action="store_true", help="skip sha256 verification (faster)")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("clean", help="remove half-written and corrupt artifacts (or everything)", description="Remove leftovers of interrupted runs and quarantined artifacts; --all removes the whole cache.")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--all", action="store_true", help="remove the whole cache directory")
+    p.set_defaults(func=cmd_clean)
+
+    p = sub.add_parser("bench", help="benchmark a bundle on a device", description="Measure latency (p50/p90/p99), load time, peak RSS, size and accuracy of every model file in a bundle, one fresh process per model, on the device given.")
+    p.add_argument("bundle", type=Path, help="a bundle directory, or a run directory holding one")
+    p.add_argument("--device", default="local", help="local | ssh://user@host[:port] | adb[:serial] | qemu-aarch64")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runs", type=int, default=50, help="timed runs per row after warm-up")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--seq-len", type=int, action="append", help="fixed sequence lengths to time (repeatable; default 128)")
+    p.add_argument("--runtimes", default="", help="comma list: onnxruntime,litert,tflite-runtime,torch (default: all available)")
+    p.add_argument("--out", type=Path, default=None, help="where results.jsonl goes (default: BUNDLE/../bench)")
+    p.add_argument("--benchmark-model", default=None, help="adb: path of LiteRT's benchmark_model binary")
+    p.set_defaults(func=_lazy("benchmarks.harness", "cli_bench"))
+
+    p = sub.add_parser("report", help="write report.md and report.html from benchmark results", description="Write report.md, a self-contained report.html with plots (Pareto of accuracy vs p50 latency, size bars, latency distributions), results.jsonl and results.csv.")
+    p.add_argument("run", type=Path, help="a run directory, a bench artifact, or a results.jsonl")
+    p.add_argument("--out", type=Path, default=None, help="output directory (default: beside the results)")
+    p.set_defaults(func=_lazy("benchmarks.report", "cli_report"))
+
+    p = sub.add_parser("device", help="prepare a device (qemu-aarch64 sysroot)", description="`albert-edge device setup qemu-aarch64` builds an emulated arm64 Linux sysroot with Python, numpy, onnxruntime and ai-edge-litert once and caches it.")
+    dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
+    ds = dsub.add_parser("setup", help="build and cache a device environment")
+    ds.add_argument("name", choices=["qemu-aarch64"])
+    ds.add_argument("--force", action="store_true", help="rebuild even if cached")
+    ds.set_defaults(func=_lazy("benchmarks.devices.qemu", "cli_setup"))
+    return parser
+
+
+def quiet_libraries() -> None:
+    """Library chatter (progress bars while loading weights, torchao notices) hides our own output."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    logging.getLogger("torchao").setLevel(logging.ERROR)
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_INPUT
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; completed stages are cached, rerun to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

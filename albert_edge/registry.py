@@ -1,0 +1,89 @@
+"""Stage registry: one YAML key -> one module -> one registered function with a frozen config.
+
+Modules are imported lazily so `albert-edge validate` does not pay for TensorFlow or ONNX
+Runtime imports of stages the pipeline never uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+# YAML key -> module that registers it. The single place a new stage is announced.
+STAGE_MODULES: dict[str, str] = {
+    "finetune": "albert_edge.stages.finetune",
+    "evaluate": "albert_edge.stages.evaluate",
+    "distill": "compress.distill",
+    "prune": "compress.prune",
+    "quantize": "compress.quantize",
+    "export_onnx": "export.onnx",
+    "export_tflite": "export.tflite",
+    "bundle": "export.bundle",
+    "benchmark": "benchmarks.harness",
+    "report": "benchmarks.report",
+}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What the runner needs to know about a stage."""
+
+    name: str
+    fn: Callable[..., dict[str, Any]]
+    config_cls: type
+    version: str
+    inputs: tuple[str, ...]
+    output_kind: str
+    gated: bool
+    doc: str
+
+
+_REGISTRY: dict[str, StageSpec] = {}
+
+
+def stage(
+    name: str,
+    *,
+    config: type,
+    version: str,
+    inputs: tuple[str, ...] = ("model",),
+    output: str = "model",
+    gated: bool = False,
+) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Register `fn` as the stage `name`.
+
+    inputs: roles the runner resolves from earlier artifacts (`model`, `teacher`, `onnx`,
+    `tflite`, `eval`, `bundle`, `bench`, or `*`: every earlier artifact).
+    output: the kind of artifact the stage writes.
+    version: bump when the stage's code changes what it writes; it is part of the cache key.
+    gated: the budget gate applies to the stage's `accuracy` metric.
+    """
+
+    def register(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        _REGISTRY[name] = StageSpec(
+            name=name,
+            fn=fn,
+            config_cls=config,
+            version=version,
+            inputs=inputs,
+            output_kind=output,
+            gated=gated,
+            doc=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
+        )
+        return fn
+
+    return register
+
+
+def get_stage(name: str) -> StageSpec:
+    """Import the stage's module (once) and return its spec; KeyError for unknown names."""
+    if name not in STAGE_MODULES:
+        raise KeyError(name)
+    if name not in _REGISTRY:
+        importlib.import_module(STAGE_MODULES[name])
+    return _REGISTRY[name]
+
+
+def stage_names() -> list[str]:
+    return list(STAGE_MODULES)

@@ -1,0 +1,1 @@
+"""Stages that are not compression or export: finetune and evaluate."""

@@ -1,0 +1,170 @@
+"""The one training loop: AdamW, linear warm-up and decay, seeded, best checkpoint on the
+eval set. Fine-tuning, distillation, pruning recovery and QAT all call `train` with their loss."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from albert_edge.data import Encoded, batch_indices, pad_batch
+from albert_edge.schema import require
+
+log = logging.getLogger("albert_edge")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule; `epochs` may be fractional (0.5 = half an epoch)."""
+
+    epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    evals_per_epoch: int = 1
+    eval_batch_size: int = 128
+
+    def check(self) -> None:
+        require(0 <= self.epochs <= 100, "epochs", f"{self.epochs} epochs is outside 0..100")
+        require(1 <= self.batch_size <= 4096, "batch_size", f"batch size {self.batch_size} is outside 1..4096")
+        require(0 < self.lr < 1, "lr", f"learning rate {self.lr} should be in (0, 1)", "typical: 2e-5 .. 1e-3")
+        require(0 <= self.warmup_ratio < 1, "warmup_ratio", f"{self.warmup_ratio} should be in [0, 1)")
+        require(self.evals_per_epoch >= 1, "evals_per_epoch", "evaluate at least once per epoch")
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def to_torch(batch: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in batch.items() if k != "index"}
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def predict_logits(model: Any, enc: Encoded, batch_size: int = 128, pad_id: int = 0, progress: Callable[..., Any] | None = None) -> np.ndarray:
+    """Eval-mode logits in the original example order."""
+    import torch
+
+    model.eval()
+    out = np.zeros((len(enc), model.config.num_labels), dtype=np.float32)
+    batches = batch_indices(enc.lengths(), batch_size, shuffle=False)
+    it = progress(batches, desc="eval") if progress else batches
+    with torch.inference_mode():
+        for idx in it:
+            b = to_torch(pad_batch(enc, idx, pad_id))
+            out[idx] = model(**model_inputs(b)).logits.float().numpy()
+    return out
+
+
+def cross_entropy_loss(model: Any, batch: dict[str, Any]) -> Any:
+    import torch.nn.functional as F
+
+    return F.cross_entropy(model(**model_inputs(batch)).logits, batch["labels"])
+
+
+@dataclass
+class TrainResult:
+    best_accuracy: float
+    best_step: int
+    steps: int
+    seconds: float
+    history: list[dict[str, float]]
+
+
+def train(
+    model: Any,
+    train_enc: Encoded,
+    eval_enc: Encoded,
+    cfg: TrainConfig,
+    loss_fn: Callable[[Any, dict[str, Any]], Any] = cross_entropy_loss,
+    *,
+    seed: int = 0,
+    pad_id: int = 0,
+    progress: Callable[..., Any] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    params: list[Any] | None = None,
+) -> TrainResult:
+    """Train `model` in place and leave it at its best eval-accuracy checkpoint.
+
+    loss_fn(model, torch_batch) -> scalar loss. on_step(step, total) runs after each
+    optimiser step (gradual pruning uses it). params: extra trainable parameters
+    (for example distillation projections).
+    """
+    import torch
+
+    seed_everything(seed)
+    per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
+    total = max(1, round(per_epoch * cfg.epochs)) if cfg.epochs > 0 else 0
+    eval_every = max(1, per_epoch // cfg.evals_per_epoch)
+    trainable = [p for p in model.parameters() if p.requires_grad] + list(params or [])
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    warmup = int(total * cfg.warmup_ratio)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+
+    def evaluate() -> float:
+        logits = predict_logits(model, eval_enc, cfg.eval_batch_size, pad_id)
+        return float((logits.argmax(-1) == np.asarray(eval_enc.labels)).mean())
+
+    best_acc, best_step, best_state = -1.0, 0, None
+    history: list[dict[str, float]] = []
+    t0 = time.perf_counter()
+    step = 0
+    bar = progress(total=total, desc="train") if progress else None
+    epoch = 0
+    running = 0.0
+    while step < total:
+        model.train()
+        for idx in batch_indices(train_enc.lengths(), cfg.batch_size, shuffle=True, seed=seed + epoch):
+            batch = to_torch(pad_batch(train_enc, idx, pad_id))
+            loss = loss_fn(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            step += 1
+            value = loss.item()
+            running = 0.98 * running + 0.02 * value if step > 1 else value
+            if on_step:
+                on_step(step, total)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}")
+            if step % eval_every == 0 or step == total:
+                acc = evaluate()
+                history.append({"step": step, "loss": running, "accuracy": acc})
+                log.info("  step %d/%d loss %.4f eval accuracy %.2f%%", step, total, running, 100 * acc)
+                if acc > best_acc:
+                    best_acc, best_step = acc, step
+                    best_state = copy.deepcopy(model.state_dict())
+                model.train()
+            if step >= total:
+                break
+        epoch += 1
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        best_acc = evaluate()
+    model.eval()
+    return TrainResult(best_acc, best_step, step, time.perf_counter() - t0, history)

@@ -1,0 +1,1 @@
+"""Benchmark harness, devices and report."""

@@ -1,0 +1,1 @@
+"""Devices the harness can run on: local, ssh, adb, qemu-aarch64."""

@@ -1,0 +1,1 @@
+"""Compression stages: distill, prune, quantize."""

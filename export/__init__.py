@@ -1,0 +1,1 @@
+"""Export stages: ONNX, TFLite, and the mobile bundle."""
