@@ -1,0 +1,200 @@
+"""The one parity checker: every exported or quantised file is run on a slice of the eval set
+and compared with the PyTorch model before a stage may call it done (Optimum-style
+"export, then always validate").
+
+fp32 files must match the reference within `atol` on every logit with identical argmax;
+reduced-precision files (fp16, int8-*) must agree on argmax for at least `min_agreement` of
+the rows and stay within the pipeline's accuracy budget. Files are always run through
+`device_tests.edge_runtime`, the same code the devices and benchmarks use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from albert_edge.data import Encoded, batch_indices, encode, pad_batch, read_examples
+
+FP32_PRECISIONS = ("fp32",)
+MAX_TABLE_ROWS = 10
+
+
+def parity_slice(ctx_or_task: Any, tokenizer: Any, rows: int) -> Encoded:
+    """The first `rows` eval examples, tokenised like the pipeline does (deterministic, so
+    every stage and every format is checked on the same inputs)."""
+    task = getattr(getattr(ctx_or_task, "pipeline", None), "task", None) or ctx_or_task
+    ex = read_examples(task, "eval")
+    enc = encode(tokenizer, ex, task.max_seq_len)
+    return enc.subset(list(range(min(rows, len(enc)))))
+
+
+def clip_encoded(enc: Encoded, max_len: int) -> Encoded:
+    """Truncate every row to `max_len` tokens: the reference for files whose largest bucket is
+    shorter than the longest row must see the same truncated input as the file does."""
+    return Encoded([r[:max_len] for r in enc.input_ids], [r[:max_len] for r in enc.token_type_ids], list(enc.labels))
+
+
+def torch_logits(model: Any, enc: Encoded, batch_size: int = 64, pad_id: int = 0) -> np.ndarray:
+    """Reference fp32 logits of the PyTorch model, in example order."""
+    from albert_edge.training import predict_logits
+
+    return predict_logits(model, enc, batch_size=batch_size, pad_id=pad_id)
+
+
+def file_logits(
+    path: str | Path,
+    enc: Encoded,
+    *,
+    runtime: str | None = None,
+    threads: int = 1,
+    buckets: Sequence[int] | None = None,
+    batch_size: int = 32,
+    pad_id: int = 0,
+) -> np.ndarray:
+    """Logits of an .onnx/.tflite file via edge_runtime, in example order.
+
+    buckets: each example is padded to pick_bucket(len(example), buckets), as a phone app
+    would do with fixed-shape files. Without buckets a fixed-shape file gets every example
+    padded to its sequence length, and a dynamic file gets length-sorted batches.
+    """
+    from device_tests.edge_runtime import open_model, pick_bucket
+
+    model = open_model(str(path), runtime=runtime, threads=threads)
+    lengths = enc.lengths()
+    if buckets:
+        groups: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(pick_bucket(n, list(buckets)), []).append(i)
+        batches = [(idx[s : s + batch_size], width) for width, idx in groups.items() for s in range(0, len(idx), batch_size)]
+    elif model.fixed_seq_len:
+        order = list(range(len(enc)))
+        batches = [(order[s : s + batch_size], model.fixed_seq_len) for s in range(0, len(order), batch_size)]
+    else:
+        batches = [(idx, None) for idx in batch_indices(lengths, batch_size, shuffle=False)]
+    out: np.ndarray | None = None
+    for idx, width in batches:
+        b = pad_batch(enc, idx, pad_id, pad_to=width)
+        logits = np.asarray(model(b["input_ids"], b["attention_mask"], b["token_type_ids"]), dtype=np.float32)
+        if out is None:
+            out = np.zeros((len(enc), logits.shape[-1]), dtype=np.float32)
+        out[idx] = logits
+    if out is None:
+        raise ValueError("empty parity slice")
+    return out
+
+
+@dataclass
+class ParityResult:
+    """The verdict for one file: numbers for the manifest and a table of what differed."""
+
+    name: str
+    precision: str
+    ok: bool
+    max_abs_diff: float
+    agreement: float
+    accuracy: float
+    reference_accuracy: float
+    rows: int
+    problems: list[str] = field(default_factory=list)
+    table: str = ""
+
+    def metrics(self) -> dict[str, Any]:
+        """JSON-ready numbers (variant fields)."""
+        return {
+            "max_abs_diff": self.max_abs_diff, "agreement": self.agreement, "accuracy": self.accuracy,
+            "reference_accuracy": self.reference_accuracy, "parity_rows": self.rows, "parity_ok": self.ok,
+        }
+
+    def summary(self) -> str:
+        verdict = "ok" if self.ok else "FAILED: " + "; ".join(self.problems)
+        return (f"{self.name} [{self.precision}] rows={self.rows} max|diff|={self.max_abs_diff:.3g} "
+                f"agreement={100 * self.agreement:.2f}% accuracy={100 * self.accuracy:.2f}% "
+                f"(reference {100 * self.reference_accuracy:.2f}%): {verdict}")
+
+
+def _diff_table(reference: np.ndarray, logits: np.ndarray, labels: np.ndarray, atol: float, fp32: bool) -> str:
+    diff = np.abs(reference - logits).max(axis=-1)
+    flip = reference.argmax(-1) != logits.argmax(-1)
+    bad = flip | (diff > atol) if fp32 else flip
+    idx = np.flatnonzero(bad)
+    if idx.size == 0:
+        return ""
+    idx = idx[np.argsort(-diff[idx], kind="stable")][:MAX_TABLE_ROWS]
+    lines = [f"{'row':>5} {'label':>5} {'ref':>4} {'file':>4} {'max|diff|':>10}  reference logits -> file logits"]
+    for i in idx:
+        ref = " ".join(f"{v:+.5f}" for v in reference[i])
+        got = " ".join(f"{v:+.5f}" for v in logits[i])
+        lines.append(f"{i:>5} {labels[i]:>5} {reference[i].argmax():>4} {logits[i].argmax():>4} {diff[i]:>10.3g}  {ref} -> {got}")
+    more = int(bad.sum()) - len(idx)
+    if more > 0:
+        lines.append(f"... and {more} more differing rows")
+    return "\n".join(lines)
+
+
+def check(
+    name: str,
+    reference: np.ndarray,
+    logits: np.ndarray,
+    labels: Sequence[int],
+    *,
+    precision: str,
+    atol: float = 1e-4,
+    min_agreement: float = 0.99,
+    teacher_accuracy: float | None = None,
+    max_accuracy_drop: float | None = None,
+) -> ParityResult:
+    """Compare a file's logits with the reference fp32 logits on the same rows.
+
+    fp32: max |diff| <= atol and identical argmax on every row. Other precisions: argmax
+    agreement >= min_agreement and, when a budget is given, accuracy no more than
+    `max_accuracy_drop` points (percentage points, as in pipelines.yaml) below
+    `teacher_accuracy`, which defaults to the reference's accuracy on these same rows.
+    """
+    reference = np.asarray(reference, dtype=np.float32)
+    logits = np.asarray(logits, dtype=np.float32)
+    y = np.asarray(labels)
+    if reference.shape != logits.shape:
+        return ParityResult(name, precision, False, float("inf"), 0.0, 0.0, 0.0, len(y),
+                            [f"logits shape {logits.shape} differs from the reference {reference.shape}"])
+    fp32 = precision in FP32_PRECISIONS
+    max_diff = float(np.abs(reference - logits).max()) if reference.size else 0.0
+    agreement = float((reference.argmax(-1) == logits.argmax(-1)).mean())
+    accuracy = float((logits.argmax(-1) == y).mean())
+    ref_acc = float((reference.argmax(-1) == y).mean())
+    problems: list[str] = []
+    if not np.isfinite(logits).all():
+        problems.append("non-finite logits")
+    if fp32:
+        if not max_diff <= atol:
+            problems.append(f"max |logit diff| {max_diff:.3g} > atol {atol:g}")
+        if agreement < 1.0:
+            problems.append(f"argmax differs on {int(round((1 - agreement) * len(y)))} of {len(y)} rows")
+    else:
+        if agreement < min_agreement:
+            problems.append(f"argmax agreement {100 * agreement:.2f}% < {100 * min_agreement:.2f}%")
+        if max_accuracy_drop is not None:
+            base = ref_acc if teacher_accuracy is None else teacher_accuracy
+            drop = 100.0 * (base - accuracy)
+            if drop > max_accuracy_drop + 1e-9:
+                problems.append(f"accuracy {100 * accuracy:.2f}% is {drop:.2f} points below {100 * base:.2f}% (budget {max_accuracy_drop:g})")
+    table = _diff_table(reference, logits, y, atol, fp32)
+    return ParityResult(name, precision, not problems, max_diff, agreement, accuracy, ref_acc, len(y), problems, table)
+
+
+def require_parity(results: Sequence[ParityResult]) -> None:
+    """Raise StageError listing every failed file with its table of differing rows."""
+    from albert_edge.runner import StageError
+
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return
+    parts = ["parity check failed for " + ", ".join(r.name for r in failed)]
+    for r in failed:
+        parts.append(r.summary())
+        if r.table:
+            parts.append(r.table)
+    raise StageError("\n".join(parts))
