@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Idempotent set-up: a venv in .venv with torch pinned to the CPU 2.13.0 wheel first, then
+# albert-edge and its extras under constraints.txt (so nothing can pull a CUDA torch).
+# Re-running is fast: pip is skipped while pyproject.toml and constraints.txt are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${ALBERT_EDGE_EXTRAS:-tflite,dev}"
+PY="${PYTHON:-}"
+if [ -z "$PY" ]; then
+  for c in python3.11 python3.12 python3.13 python3; do
+    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then PY="$c"; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "albert-edge needs Python >= 3.11" >&2; exit 2; }
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=".venv/.albert-edge-stamp"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)-$EXTRAS"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "$(grep '^torch==' constraints.txt)"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
+  echo "$want" > "$stamp"
+fi
