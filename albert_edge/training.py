@@ -100,12 +100,15 @@ def train(
     progress: Callable[..., Any] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     params: list[Any] | None = None,
+    best_from: int = 0,
 ) -> TrainResult:
     """Train `model` in place and leave it at its best eval-accuracy checkpoint.
 
     loss_fn(model, torch_batch) -> scalar loss. on_step(step, total) runs after each
     optimiser step (gradual pruning uses it). params: extra trainable parameters
-    (for example distillation projections).
+    (for example distillation projections). best_from: evaluations before this step are
+    logged but never kept as the best checkpoint (gradual pruning must not restore a less
+    sparse model); the last step is always evaluated, so one candidate always exists.
     """
     import torch
 
@@ -153,7 +156,7 @@ def train(
                 acc = evaluate()
                 history.append({"step": step, "loss": running, "accuracy": acc})
                 log.info("  step %d/%d loss %.4f eval accuracy %.2f%%", step, total, running, 100 * acc)
-                if acc > best_acc:
+                if step >= best_from and acc > best_acc:
                     best_acc, best_step = acc, step
                     best_state = copy.deepcopy(model.state_dict())
                 model.train()
