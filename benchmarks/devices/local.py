@@ -10,19 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.devices.base import DeviceSpec, run_command
-
-
-def cpu_model() -> str | None:
-    """The CPU's marketing name from /proc/cpuinfo (Linux) or platform.processor()."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+from benchmarks.measure import cpu_model
 
 
 class LocalDevice:

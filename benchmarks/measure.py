@@ -1,0 +1,283 @@
+"""Measure ONE model (or one set of sequence-length buckets) in a fresh process; print one JSON line.
+
+Why a process per model: runtimes keep spinning thread pools that slow the next runtime in the
+same process (~2x), and `ru_maxrss` can never be reset, so peak memory is only attributable
+when the process loaded nothing else. This file is shipped to devices beside edge_runtime.py:
+it imports only numpy, the runtime asked for, and (for `--runtime torch`) torch + transformers.
+
+    python measure.py --model m.onnx --runtime onnxruntime --threads 2 --inputs inputs.npz \
+        --batch 1 --seq-len 128 --runs 50 --warmup 1
+    python measure.py --stamp
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.metadata as md
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+MAX_STORED_TIMES = 2000  # per-run latencies kept in a row (for distributions)
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter", "tf.lite": "tensorflow", "torch": "torch"}
+RUNTIME_DISTS = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tf.lite": "tensorflow", "torch": "torch"}
+
+
+def _edge_runtime() -> Any:
+    """edge_runtime.py sits beside this file on a device, in ../device_tests in the repo."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for d in (here, os.path.join(os.path.dirname(here), "device_tests")):
+        if os.path.isfile(os.path.join(d, "edge_runtime.py")) and d not in sys.path:
+            sys.path.insert(0, d)
+            break
+    return importlib.import_module("edge_runtime")
+
+
+def cpu_model() -> str | None:
+    """The CPU's name from /proc/cpuinfo (Linux, Android) or platform.processor()."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def platform_stamp() -> dict[str, Any]:
+    """What this process can see of the machine it runs on."""
+    return {
+        "arch": platform.machine(),
+        "cpu_model": cpu_model(),
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
+
+
+def current_rss_mb() -> float | None:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            pages = int(fh.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def runtime_version(runtime: str) -> str | None:
+    try:
+        return md.version(RUNTIME_DISTS[runtime])
+    except (md.PackageNotFoundError, KeyError):
+        return None
+
+
+def latency_stats(times_ms: list[float]) -> dict[str, float]:
+    """mean, std, p50, p90, p99, min, max and coefficient of variation of per-run latencies."""
+    a = np.asarray(times_ms, dtype=np.float64)
+    mean = float(a.mean())
+    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    return {
+        "mean_ms": mean, "std_ms": std, "min_ms": float(a.min()), "max_ms": float(a.max()),
+        "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
+        "cv": std / mean if mean > 0 else 0.0,
+    }
+
+
+def timed_runs(fn: Callable[[], Any], runs: int, min_secs: float, max_secs: float) -> list[float]:
+    """benchmark_model's rule: at least `runs` runs and at least `min_secs`, stopping at `max_secs`."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000.0)
+        elapsed = time.perf_counter() - start
+        if (len(times) >= runs and elapsed >= min_secs) or elapsed >= max_secs:
+            return times
+
+
+class Model:
+    """One or more files of one variant (bucket files: one per sequence length) behind one call."""
+
+    def __init__(self, paths: list[str], runtime: str, threads: int) -> None:
+        self.runtime = runtime
+        if runtime == "torch":
+            self.by_seq: dict[int | None, Callable[..., np.ndarray]] = {None: _open_torch(paths[0], threads)}
+            return
+        er = _edge_runtime()
+        self.by_seq = {}
+        for p in paths:
+            m = er.open_model(p, runtime, threads)
+            self.by_seq[m.fixed_seq_len] = m
+        self._pick = er.pick_bucket
+
+    def for_length(self, length: int) -> tuple[Callable[..., np.ndarray], int]:
+        """The file that serves `length` tokens and the width it runs at."""
+        if None in self.by_seq:
+            return self.by_seq[None], length
+        seq = self._pick(length, [s for s in self.by_seq if s is not None])
+        return self.by_seq[seq], seq
+
+
+def _open_torch(model_dir: str, threads: int) -> Callable[..., np.ndarray]:
+    """PyTorch eager reference: the HF model directory of a model artifact."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(threads)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        with torch.inference_mode():
+            feeds = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+            if token_type_ids is not None:
+                feeds["token_type_ids"] = torch.from_numpy(token_type_ids)
+            return model(**feeds).logits.float().numpy()
+
+    return run
+
+
+def _batch(data: dict[str, np.ndarray], rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of the tokenised eval set padded (pad id 0 / mask 0) or truncated to `width`."""
+    out = []
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        arr = data[key][rows]
+        if arr.shape[1] >= width:
+            arr = arr[:, :width]
+        else:
+            arr = np.concatenate([arr, np.zeros((arr.shape[0], width - arr.shape[1]), dtype=arr.dtype)], axis=1)
+        out.append(np.ascontiguousarray(arr, dtype=np.int64))
+    return out[0], out[1], out[2]
+
+
+def measure_latency(model: Model, data: dict[str, np.ndarray], batch: int, seq_len: int, args: argparse.Namespace) -> dict[str, Any]:
+    """First inference, warm-up, then timed runs of one (batch, seq_len) shape."""
+    n = data["input_ids"].shape[0]
+    rows = np.arange(batch) % n
+    fn, width = model.for_length(seq_len)
+    ids, mask, tt = _batch(data, rows, width)
+    t0 = time.perf_counter()
+    fn(ids, mask, tt)
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    warm = timed_runs(lambda: fn(ids, mask, tt), args.warmup, args.warmup_min_secs, max(args.warmup_min_secs, 0.0) + 60.0)
+    times = timed_runs(lambda: fn(ids, mask, tt), args.runs, args.min_secs, args.max_secs)
+    stats = latency_stats(times)
+    return {
+        "batch": batch, "seq_len": seq_len, "run_seq_len": width, "first_ms": first_ms,
+        "warmup_runs": len(warm), "warmup_mean_ms": float(np.mean(warm)) if warm else None,
+        "runs": len(times), **stats, "throughput_per_s": 1000.0 * batch / stats["mean_ms"],
+        "times_ms": [round(t, 4) for t in times[:MAX_STORED_TIMES]],
+    }
+
+
+def predict(model: Model, data: dict[str, np.ndarray], fixed: int | None) -> list[int]:
+    """Batch-1 predictions over the eval set: each row at its real length (through the buckets),
+    or padded to `fixed` tokens."""
+    lengths = data["lengths"]
+    preds = []
+    for i in range(len(lengths)):
+        fn, width = model.for_length(int(fixed or lengths[i]))
+        ids, mask, tt = _batch(data, np.array([i]), width)
+        preds.append(int(np.argmax(fn(ids, mask, tt)[0])))
+    return preds
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Everything for one model in this process, in the order that keeps memory attributable."""
+    result: dict[str, Any] = {"ok": False, "runtime": args.runtime, "models": args.model, "threads": args.threads}
+    result["stamp"] = platform_stamp()
+    problem = _edge_runtime().runtime_available(args.runtime) if args.runtime != "torch" else _torch_problem()
+    if problem:
+        result["error"] = f"runtime unavailable: {problem}"
+        return result
+    importlib.import_module(RUNTIME_MODULES[args.runtime])
+    if args.runtime == "torch":
+        importlib.import_module("transformers")
+    result["runtime_version"] = runtime_version(args.runtime)
+    data = dict(np.load(args.inputs)) if args.inputs else {}
+    gc.collect()
+    baseline = peak_rss_mb()
+    result["rss_baseline_mb"] = baseline
+    t0 = time.perf_counter()
+    try:
+        model = Model(args.model, args.runtime, args.threads)
+    except Exception as err:  # ModelLoadError and friends: a row that says why
+        result["error"] = f"load failed: {str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__}"
+        return result
+    result["load_ms"] = (time.perf_counter() - t0) * 1000.0
+    result["rss_after_load_mb"] = peak_rss_mb()
+    result["latency"] = [measure_latency(model, data, b, s, args) for s in args.seq_len for b in args.batch] if data else []
+    if data and args.accuracy:
+        result["preds_real"] = predict(model, data, None)
+        result["preds_fixed"] = {str(f): predict(model, data, f) for f in args.accuracy_seq_len}
+    result["rss_peak_mb"] = peak_rss_mb()
+    result["rss_current_mb"] = current_rss_mb()
+    result["rss_growth_mb"] = result["rss_peak_mb"] - baseline
+    result["ok"] = True
+    return result
+
+
+def _torch_problem() -> str:
+    try:
+        importlib.import_module("torch")
+        importlib.import_module("transformers")
+    except ImportError as err:
+        return f"torch runtime needs torch and transformers ({err})"
+    return ""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--stamp", action="store_true", help="print this machine's stamp and exit")
+    p.add_argument("--model", action="append", default=[], help="model file (repeat for bucket files); torch: HF model dir")
+    p.add_argument("--runtime", default="onnxruntime", choices=sorted(RUNTIME_MODULES))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--inputs", default=None, help="npz: input_ids, attention_mask, token_type_ids [N, L], lengths [N]")
+    p.add_argument("--batch", type=int, action="append", help="batch sizes to time (repeatable; default 1)")
+    p.add_argument("--seq-len", type=int, action="append", help="sequence lengths to time (repeatable; default 128)")
+    p.add_argument("--runs", type=int, default=50, help="at least this many timed runs")
+    p.add_argument("--min-secs", type=float, default=1.0, help="and at least this long")
+    p.add_argument("--max-secs", type=float, default=150.0, help="but never longer")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup-min-secs", type=float, default=0.5)
+    p.add_argument("--accuracy", action="store_true", help="also predict every eval row (real lengths and fixed)")
+    p.add_argument("--accuracy-seq-len", type=int, action="append", help="fixed widths for accuracy (default 128)")
+    args = p.parse_args(argv)
+    args.batch = args.batch or [1]
+    args.seq_len = args.seq_len or [128]
+    args.accuracy_seq_len = args.accuracy_seq_len or [128]
+    if not args.stamp and not args.model:
+        p.error("--model is required")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stamp:
+        print(json.dumps(platform_stamp()))
+        return 0
+    result = measure(args)
+    print(json.dumps(result))
+    return 0 if result["ok"] else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
