@@ -114,7 +114,7 @@ def _open_onnx(path: str, threads: int) -> EdgeModel:
     try:
         sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise ModelLoadError(f"{path}: onnxruntime cannot load it ({_first_line(err)})") from None
+        raise ModelLoadError(f"{path}: {_plain_reason('onnxruntime', _first_line(err))}") from None
     names = [i.name for i in sess.get_inputs()]
     dims = sess.get_inputs()[0].shape
     fixed_seq = dims[1] if len(dims) > 1 and isinstance(dims[1], int) else None
@@ -140,10 +140,7 @@ def _tflite_interpreter(path: str, runtime: str, threads: int) -> Any:
         interp = Interpreter(model_path=path, num_threads=threads)
         interp.allocate_tensors()
     except Exception as err:
-        msg = _first_line(err)
-        if "op" in msg.lower() and ("version" in msg.lower() or "registration" in msg.lower() or "unsupported" in msg.lower()):
-            raise ModelLoadError(f"{path}: {runtime} does not support an op in this file ({msg}); a newer interpreter (ai-edge-litert) may") from None
-        raise ModelLoadError(f"{path}: {runtime} cannot load it ({msg})") from None
+        raise ModelLoadError(f"{path}: {_plain_reason(runtime, _first_line(err))}") from None
     return interp
 
 
@@ -191,6 +188,17 @@ def open_model(path: str, runtime: str | None = None, threads: int = 2) -> EdgeM
     if rt == "onnxruntime":
         return _open_onnx(path, threads)
     return _open_tflite(path, rt, threads)
+
+
+def _plain_reason(runtime: str, msg: str) -> str:
+    """Say in plain words why a runtime refused a file, keeping its own message in brackets."""
+    low = msg.lower()
+    if "op" in low and any(w in low for w in ("version", "registration", "unsupported", "unresolved", "not a registered", "not implemented")):
+        hint = "; a newer interpreter (ai-edge-litert) may" if runtime != "onnxruntime" else "; export without custom ops or use a build that has it"
+        return f"{runtime} does not support an op in this file ({msg}){hint}"
+    if any(w in low for w in ("protobuf parsing failed", "not a valid flatbuffer", "invalid_protobuf", "truncated", "corrupt")):
+        return f"file is corrupt or truncated: {runtime} cannot parse it ({msg})"
+    return f"{runtime} cannot load it ({msg})"
 
 
 def _first_line(err: BaseException) -> str:
