@@ -1,0 +1,332 @@
+"""`--device ssh://user@host[:port]`: a real ARM board (Raspberry Pi, Jetson, Graviton) over ssh.
+
+The system `ssh` binary does the work (the user's keys, agent, config and known_hosts apply).
+Host keys are checked (`StrictHostKeyChecking=yes`) unless `insecure_accept_new=True` asks for
+`accept-new` explicitly. Every remote argument is `shlex.quote`d; nothing from a path or a
+model name is pasted into the remote shell unquoted. Directories go over as a tar stream (no
+sftp subsystem or rsync needed on the board), files come back with `cat`.
+
+A dropped connection (ssh exit 255) or a hung one (no answer within the call's timeout plus a
+margin) raises DeviceError naming the host; files pulled before that stay where they were put
+(`SshDevice.pulled` lists them). A remote command that runs past its timeout is killed on the
+board by coreutils `timeout` and returns rc 124, as the Device protocol says.
+
+Options (`get_device(spec, **options)`, or environment variables for the CLI):
+    identity / $ALBERT_EDGE_SSH_IDENTITY          private key file (-i, IdentitiesOnly)
+    known_hosts / $ALBERT_EDGE_SSH_KNOWN_HOSTS    known_hosts file (default: the user's)
+    ssh_config / $ALBERT_EDGE_SSH_CONFIG          an ssh_config file (-F) instead of ~/.ssh/config
+    insecure_accept_new / $ALBERT_EDGE_SSH_ACCEPT_NEW=1   trust a host key seen the first time
+    connect_timeout (s), remote_python (default python3)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec
+
+SSH_DROPPED = 255  # ssh's own exit code for connection errors
+TIMEOUT_RC = 124
+STAMP_CODE = (
+    "import json, os, platform\n"
+    "cpu = None\n"
+    "try:\n"
+    "    for line in open('/proc/cpuinfo', errors='replace'):\n"
+    "        k, _, v = line.partition(':')\n"
+    "        if k.strip() in ('model name', 'Hardware', 'Processor', 'cpu model') and v.strip():\n"
+    "            cpu = v.strip(); break\n"
+    "except OSError:\n"
+    "    pass\n"
+    "print(json.dumps({'arch': platform.machine(), 'cpu_model': cpu, 'cores': os.cpu_count(), 'node': platform.node(),\n"
+    "    'os': platform.system() + ' ' + platform.release(), 'python': platform.python_version(),\n"
+    "    'emulated': bool(os.environ.get('ALBERT_EDGE_EMULATED')) or 'emulated' in (cpu or '')}))\n"
+)
+# A pytest plugin shipped with device_tests: results come back as JSON written on the device.
+JSON_REPORT_PLUGIN = '''"""Write one JSON file of test outcomes (shipped by benchmarks/devices/ssh.py)."""
+import json, os, platform
+
+_results = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" or report.outcome != "passed":
+        msg = str(report.longrepr)[-2000:] if report.longrepr else ""
+        _results.append({"test": report.nodeid, "when": report.when, "outcome": report.outcome, "seconds": round(report.duration, 3), "message": msg})
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("ALBERT_EDGE_TEST_JSON")
+    if path:
+        counts = {}
+        for r in _results:
+            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
+        with open(path, "w") as fh:
+            json.dump({"exit_status": int(exitstatus), "arch": platform.machine(), "counts": counts, "tests": _results}, fh, indent=1)
+'''
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+class SshDevice:
+    """A board reached with the system ssh client; see the module docstring."""
+
+    python = True
+
+    def __init__(
+        self,
+        spec: DeviceSpec,
+        identity: str | Path | None = None,
+        known_hosts: str | Path | None = None,
+        ssh_config: str | Path | None = None,
+        insecure_accept_new: bool = False,
+        connect_timeout: float = 10.0,
+        remote_python: str = "python3",
+    ) -> None:
+        if not spec.host or spec.host.startswith("-") or (spec.user or "").startswith("-"):
+            raise DeviceError(f"{spec.raw}: not a usable ssh destination")
+        self.name = spec.raw
+        self.spec = spec
+        self.identity = identity or os.environ.get("ALBERT_EDGE_SSH_IDENTITY") or None
+        self.known_hosts = known_hosts or os.environ.get("ALBERT_EDGE_SSH_KNOWN_HOSTS") or None
+        self.ssh_config = ssh_config or os.environ.get("ALBERT_EDGE_SSH_CONFIG") or None
+        self.insecure_accept_new = insecure_accept_new or _env_flag("ALBERT_EDGE_SSH_ACCEPT_NEW")
+        self.connect_timeout = float(connect_timeout)
+        self.remote_python = remote_python
+        self.pulled: list[Path] = []  # local copies of files pulled so far (kept on errors)
+        self._workdir: str | None = None
+        self._has_timeout = False
+        self._stamp: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ transport
+
+    @property
+    def destination(self) -> str:
+        return f"{self.spec.user}@{self.spec.host}" if self.spec.user else str(self.spec.host)
+
+    def ssh_argv(self, remote_command: str) -> list[str]:
+        """The full local argv for one remote command (already quoted by the caller)."""
+        argv = ["ssh"]
+        if self.ssh_config:
+            argv += ["-F", str(self.ssh_config)]
+        opts = {
+            "BatchMode": "yes",  # never prompt: a missing key fails fast instead of hanging
+            "StrictHostKeyChecking": "accept-new" if self.insecure_accept_new else "yes",
+            "ConnectTimeout": str(max(1, int(self.connect_timeout))),
+            "ServerAliveInterval": "5",
+            "ServerAliveCountMax": "3",
+            "LogLevel": "ERROR",
+        }
+        if self.known_hosts:
+            opts["UserKnownHostsFile"] = str(self.known_hosts)
+        if self.identity:
+            argv += ["-i", str(self.identity)]
+            opts["IdentitiesOnly"] = "yes"
+        for key, value in opts.items():
+            argv += ["-o", f"{key}={value}"]
+        if self.spec.port:
+            argv += ["-p", str(self.spec.port)]
+        return [*argv, "--", self.destination, remote_command]
+
+    def _ssh(self, remote_command: str, timeout: float, stdin_writer: Any = None, stdout: IO[bytes] | None = None) -> tuple[int, bytes, str]:
+        """Run one ssh call; DeviceError if the connection fails, drops or hangs past `timeout`."""
+        proc = subprocess.Popen(
+            self.ssh_argv(remote_command),
+            stdin=subprocess.PIPE if stdin_writer else subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        hung = threading.Event()
+
+        def kill() -> None:
+            hung.set()
+            proc.kill()
+
+        writer = None
+        if stdin_writer is not None:  # fed by a thread while communicate() drains stdout/stderr
+            pipe, proc.stdin = proc.stdin, None
+
+            def feed() -> None:
+                try:
+                    stdin_writer(pipe)
+                    pipe.close()
+                except (BrokenPipeError, ConnectionResetError, OSError, ValueError):
+                    pass  # the exit code below says why the other end went away
+
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            out, err = proc.communicate()
+            if writer is not None:
+                writer.join(timeout=5)
+        finally:
+            timer.cancel()
+        err_text = (err or b"").decode(errors="replace").strip()
+        if hung.is_set():
+            raise DeviceError(
+                f"{self.name}: no answer within {timeout:.0f}s (connection hung or the board is overloaded); "
+                f"{len(self.pulled)} result file(s) pulled before this are kept"
+            )
+        if proc.returncode == SSH_DROPPED:
+            raise DeviceError(
+                f"{self.name}: ssh connection failed or dropped ({_last_line(err_text) or 'exit 255'}); "
+                f"{len(self.pulled)} result file(s) pulled before this are kept"
+                + (_hint(err_text) if err_text else "")
+            )
+        return proc.returncode, out or b"", err_text
+
+    def _margin(self) -> float:
+        return self.connect_timeout + 15.0
+
+    def _ensure_workdir(self) -> str:
+        """A private directory on the board for this session (removed by close())."""
+        if self._workdir is None:
+            cmd = 'd=$(mktemp -d "${TMPDIR:-/tmp}/albert-edge.XXXXXX") && echo "$d" && (command -v timeout >/dev/null && echo timeout || true)'
+            rc, out, err = self._ssh(cmd, 30 + self._margin())
+            lines = out.decode(errors="replace").split()
+            if rc != 0 or not lines:
+                raise DeviceError(f"{self.name}: cannot create a work directory ({_last_line(err) or f'exit {rc}'})")
+            self._workdir = lines[0]
+            self._has_timeout = "timeout" in lines[1:]
+        return self._workdir
+
+    # ------------------------------------------------------------------ Device protocol
+
+    def stamp(self) -> dict[str, Any]:
+        """What the board says about itself (asked once per session)."""
+        if self._stamp is None:
+            rc, out, err = self.run_python(["-c", STAMP_CODE], 60)
+            facts: dict[str, Any] = {}
+            if rc == 0 and out.strip():
+                facts = json.loads(out.strip().splitlines()[-1])
+            node = facts.pop("node", None)
+            self._stamp = {"device": f"{self.name}" + (f" ({node})" if node else ""), **facts}
+            if self._stamp.get("emulated"):
+                self._stamp["latency_note"] = "the ssh login runs under emulation: latencies are not device speed"
+        return dict(self._stamp)
+
+    def push(self, local_dir: Path) -> str:
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise DeviceError(f"{self.name}: {local_dir} is not a directory")
+        dest = f"{self._ensure_workdir()}/{local_dir.name}"
+
+        def send(pipe: IO[bytes]) -> None:
+            with tarfile.open(fileobj=pipe, mode="w|", dereference=True) as tar:
+                tar.add(str(local_dir), arcname=".")
+
+        cmd = f"rm -rf {shlex.quote(dest)} && mkdir -p {shlex.quote(dest)} && tar -x -f - -C {shlex.quote(dest)}"
+        size = sum(p.stat().st_size for p in local_dir.rglob("*") if p.is_file())
+        rc, _, err = self._ssh(cmd, 120 + size / 1e6 + self._margin(), stdin_writer=send)
+        if rc != 0:
+            raise DeviceError(f"{self.name}: copying {local_dir} to {dest} failed ({_last_line(err) or f'exit {rc}'})")
+        return dest
+
+    def run(self, argv: list[str], timeout: float) -> tuple[int, str, str]:
+        if not argv:
+            raise ValueError("empty command")
+        self._ensure_workdir()
+        quoted = " ".join(shlex.quote(str(a)) for a in argv)
+        if self._has_timeout:  # the board kills an overrunning command itself (rc 124)
+            quoted = f"timeout -k 5 {max(1, int(timeout))} {quoted}"
+        rc, out, err = self._ssh(quoted, timeout + self._margin())
+        return rc, out.decode(errors="replace"), err
+
+    def run_python(self, args: list[str], timeout: float) -> tuple[int, str, str]:
+        return self.run([self.remote_python, *args], timeout)
+
+    def pull(self, remote_path: str, local_path: Path) -> None:
+        """Copy one file back; written to a temporary name first so a drop leaves no half file."""
+        local_path = Path(local_path)
+        local_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{local_path.name}.", dir=local_path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                rc, _, err = self._ssh(f"cat -- {shlex.quote(remote_path)}", 300 + self._margin(), stdout=fh)
+            if rc != 0:
+                raise DeviceError(f"{self.name}: cannot read {remote_path} ({_last_line(err) or f'exit {rc}'})")
+            os.replace(tmp, local_path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.pulled.append(local_path)
+
+    def close(self) -> None:
+        """Remove the work directory on the board; a board that went away is left as it is."""
+        if self._workdir is None:
+            return
+        try:
+            self._ssh(f"rm -rf -- {shlex.quote(self._workdir)}", 30 + self._margin())
+        except DeviceError:
+            pass
+        self._workdir = None
+
+
+def open_device(spec: DeviceSpec, **options: Any) -> SshDevice:
+    known = {"identity", "known_hosts", "ssh_config", "insecure_accept_new", "connect_timeout", "remote_python"}
+    return SshDevice(spec, **{k: v for k, v in options.items() if k in known})
+
+
+def run_device_tests(
+    device: Device, bundle: Path, out_dir: Path, timeout: float = 1800.0, pytest_args: tuple[str, ...] = (), suite_dir: Path = REPO_ROOT / "device_tests"
+) -> dict[str, Any]:
+    """Push `bundle` and the device_tests suite, run `python -m pytest device_tests --bundle DIR`
+    on the device, pull its JSON report to out_dir/device-tests.json and return it (+ stamp).
+    Works on any Python device (ssh, qemu-aarch64, local)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="albert-edge-suite-") as tmp:
+        payload = Path(tmp) / "suite"
+        shutil.copytree(suite_dir, payload / "device_tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+        (payload / "albert_edge_json_report.py").write_text(JSON_REPORT_PLUGIN)
+        remote_suite = device.push(payload)
+    remote_bundle = device.push(Path(bundle))
+    report = f"{remote_suite}/device-tests.json"
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[1]); os.environ['ALBERT_EDGE_TEST_JSON'] = sys.argv[2]; os.chdir(sys.argv[1]); "
+        "import pytest; sys.exit(pytest.main(sys.argv[3:]))"
+    )
+    rc, out, err = device.run_python(
+        ["-c", code, remote_suite, report, "device_tests", "--bundle", remote_bundle, "-q", "-p", "no:cacheprovider", "-p", "albert_edge_json_report", *pytest_args],
+        timeout,
+    )
+    local = out_dir / "device-tests.json"
+    try:
+        device.pull(report, local)
+    except DeviceError as e:
+        raise DeviceError(f"{device.name}: device_tests wrote no report (pytest exit {rc}): {_last_line(err or out)}") from e
+    result = json.loads(local.read_text())
+    result.update({"returncode": rc, "stamp": device.stamp(), "output_tail": (out + err)[-4000:]})
+    local.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _hint(err: str) -> str:
+    low = err.lower()
+    if "host key verification failed" in low or "no matching host key" in low or "remote host identification has changed" in low:
+        return "; the host key is not in known_hosts: check it, then `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts` (or insecure_accept_new=True)"
+    if "permission denied" in low:
+        return "; key login refused: add your public key to the board's ~/.ssh/authorized_keys (BatchMode: no passwords)"
+    if "connection refused" in low or "timed out" in low or "no route" in low:
+        return "; is sshd running on the board and the port right?"
+    return ""
+
+
+__all__ = ["SshDevice", "open_device", "run_device_tests"]
