@@ -1,0 +1,330 @@
+"""`bundle`: the directory an app developer takes as it is. Every exported/quantised model file
+from earlier steps, the tokenizer files, labels, metadata (I/O, buckets, quantisation,
+measured accuracy and parity, sha256 of every file, library versions), golden vectors for
+device tests, and BUNDLE.md with minimal inference code."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from albert_edge.registry import stage
+from albert_edge.schema import require
+
+BUNDLE_DIR = "bundle"
+GOLDEN_FILE = "golden.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model", "vocab.txt")
+# Tolerance a device must meet against the host-run logits of the same file.
+GOLDEN_TOLERANCE = {
+    "fp32": {"atol": 1e-4, "min_agreement": 1.0},
+    "fp16": {"atol": 1e-2, "min_agreement": 0.97},
+    "int8": {"atol": 5e-2, "min_agreement": 0.95},
+}
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    """Collect every model variant of the pipeline into a self-contained `bundle/` directory."""
+
+    golden_rows: int = 32
+    include: tuple[str, ...] = ("*",)
+
+    def check(self) -> None:
+        require(1 <= self.golden_rows <= 1000, "golden_rows", f"{self.golden_rows} is outside 1..1000", "a few dozen is plenty")
+        require(len(self.include) > 0, "include", "give at least one variant-name glob", "['*'] takes every variant")
+
+
+def golden_tolerance(precision: str) -> dict[str, float]:
+    """The tolerance device tests apply to a variant of this precision."""
+    return dict(GOLDEN_TOLERANCE["int8" if precision.startswith("int8") else precision if precision in GOLDEN_TOLERANCE else "int8"])
+
+
+def _lineage(art: Any, by_key: dict[str, Any]) -> set[str]:
+    """Keys of every artifact `art` was built from (itself included)."""
+    seen: set[str] = set()
+    todo = [art.key]
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        a = by_key.get(key)
+        for v in (a.manifest.get("inputs", {}) if a else {}).values():
+            todo.extend(v if isinstance(v, list) else [v] if v else [])
+    return seen
+
+
+def collect_variants(model_art: Any, earlier: list[Any], include: tuple[str, ...]) -> tuple[list[tuple[Any, dict[str, Any]]], list[str]]:
+    """(artifact, variant) pairs built from `model_art` whose names match `include`; plus notes
+    on what was skipped and why (another model's files would not fit this tokenizer/labels)."""
+    by_key = {a.key: a for a in earlier}
+    picked: list[tuple[Any, dict[str, Any]]] = []
+    notes: list[str] = []
+    for art in earlier:
+        for v in art.variants():
+            if not any(fnmatch.fnmatch(v["name"], g) for g in include):
+                continue
+            if model_art.key not in _lineage(art, by_key):
+                notes.append(f"{art.step}/{v['name']}: skipped, built from a different model than {model_art.step}")
+                continue
+            picked.append((art, v))
+    return picked, notes
+
+
+def _bundle_name(art: Any, v: dict[str, Any], taken: set[str]) -> str:
+    suffix = Path(v["file"]).suffix
+    name = f"{v['name']}{suffix}"
+    if name in taken:
+        name = f"{art.step}-{v['name']}{suffix}"
+    taken.add(name)
+    return name
+
+
+def describe_io(path: Path) -> dict[str, Any]:
+    """Input/output names, dtypes and shapes as the file declares them."""
+    if path.suffix == ".onnx":
+        import onnx
+
+        m = onnx.load(str(path), load_external_data=False)
+
+        def spec(vi: Any) -> dict[str, Any]:
+            t = vi.type.tensor_type
+            return {"name": vi.name, "dtype": str(onnx.helper.tensor_dtype_to_np_dtype(t.elem_type)),
+                    "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+
+        inits = {i.name for i in m.graph.initializer}
+        return {"inputs": [spec(i) for i in m.graph.input if i.name not in inits], "outputs": [spec(o) for o in m.graph.output]}
+    from device_tests.edge_runtime import _tflite_interpreter, runtime_for
+
+    interp = _tflite_interpreter(str(path), runtime_for(str(path)), 1)
+
+    def tspec(d: dict[str, Any]) -> dict[str, Any]:
+        out = {"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": [int(x) for x in d["shape"]]}
+        scale, zero = d.get("quantization", (0.0, 0))
+        if scale:
+            out["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+        return out
+
+    return {"inputs": [tspec(d) for d in interp.get_input_details()], "outputs": [tspec(d) for d in interp.get_output_details()]}
+
+
+def _tokenizer_files(model_dir: Path, dest: Path) -> list[str]:
+    copied = []
+    for name in TOKENIZER_FILES:
+        if (model_dir / name).is_file():
+            shutil.copy2(model_dir / name, dest / name)
+            copied.append(name)
+    return copied
+
+
+def _golden_rows(ctx: Any, tok: Any, rows: int) -> tuple[list[str], Any]:
+    from albert_edge.data import encode, read_examples
+
+    ex = read_examples(ctx.pipeline.task, "eval")
+    enc = encode(tok, ex, ctx.pipeline.task.max_seq_len)
+    idx = list(range(min(rows, len(enc))))
+    return [ex.texts[i] for i in idx], enc.subset(idx)
+
+
+@stage("bundle", config=BundleConfig, version="1", inputs=("model", "*"), output="bundle")
+def bundle(ctx: Any) -> dict[str, Any]:
+    """Write bundle/: model files, tokenizer, labels, metadata with sha256s, golden vectors, BUNDLE.md."""
+    from albert_edge.artifacts import file_hashes, library_versions, sha256_file
+    from albert_edge.models import count_parameters
+    from albert_edge.runner import StageError
+    from albert_edge.stages.common import load_input_model
+    from device_tests.edge_runtime import ModelLoadError
+    from export.parity import check, file_logits, torch_logits
+
+    cfg: BundleConfig = ctx.config
+    model_art = ctx.inputs["model"]
+    picked, notes = collect_variants(model_art, ctx.inputs["*"], cfg.include)
+    for n in notes:
+        ctx.log.info("  %s", n)
+    if not picked:
+        raise StageError(f"no model files to bundle: no earlier export/quantize step built from {model_art.step} has a variant matching "
+                         f"{list(cfg.include)}; add export_onnx or export_tflite before bundle")
+    out = ctx.out_dir / BUNDLE_DIR
+    out.mkdir(parents=True)
+    model, tok, meta = load_input_model(ctx)
+    task = ctx.pipeline.task
+    pad = tok.pad_token_id or 0
+    texts, enc = _golden_rows(ctx, tok, cfg.golden_rows)
+    reference = torch_logits(model, enc, pad_id=pad)
+    taken: set[str] = set()
+    variants, expected, problems = [], {}, []
+    for art, v in picked:
+        src = art.path / v["file"]
+        name = _bundle_name(art, v, taken)
+        shutil.copy2(src, out / name)
+        buckets = [v["seq_len"]] if v.get("seq_len") else None
+        try:
+            logits = file_logits(out / name, enc, buckets=buckets, threads=ctx.pipeline.threads, pad_id=pad)
+        except ModelLoadError as err:
+            raise StageError(f"{art.step}/{v['name']}: {err}") from None
+        res = check(v["name"], reference, logits, enc.labels, precision=v["precision"], atol=v.get("atol", 1e-4),
+                    min_agreement=golden_tolerance(v["precision"])["min_agreement"])
+        if v["precision"] == "fp32" and not v.get("seq_len") and not res.ok:
+            problems.append(res.summary() + "\n" + res.table)  # a dynamic fp32 file must reproduce the model it claims to be
+        expected[name] = np.round(logits, 6).tolist()
+        record = {k: val for k, val in v.items() if k not in ("file", "sha256", "size_bytes")}
+        record.update(file=name, sha256=sha256_file(out / name), size_bytes=(out / name).stat().st_size, source_step=art.step,
+                      source_artifact=art.path.name, quantization=v["precision"], golden=golden_tolerance(v["precision"]),
+                      golden_vs_torch={"max_abs_diff": res.max_abs_diff, "agreement": res.agreement}, **describe_io(out / name))
+        variants.append(record)
+    if problems:
+        raise StageError("bundled fp32 files do not reproduce the model:\n" + "\n".join(problems))
+    tok_files = _tokenizer_files(model_art.model_dir, out)
+    labels = list(task.label_names)
+    (out / "labels.json").write_text(json.dumps(labels, indent=2))
+    golden = {"rows": [{"text": t, "input_ids": ids, "token_type_ids": tt, "label": int(y)}
+                       for t, ids, tt, y in zip(texts, enc.input_ids, enc.token_type_ids, enc.labels)],
+              "reference_logits": np.round(reference, 6).tolist(), "expected_logits": expected, "pad_id": pad}
+    (out / GOLDEN_FILE).write_text(json.dumps(golden))
+    buckets = sorted({int(v["seq_len"]) for v in variants if v.get("seq_len")})
+    (out / "BUNDLE.md").write_text(render_bundle_md(variants, labels, tok_files, buckets, task.max_seq_len, ctx.pipeline.random_weights))
+    metadata = {
+        "format_version": 1,
+        "pipeline": ctx.pipeline.name,
+        "model": {"source": ctx.pipeline.model, "step": model_art.step, "params": count_parameters(model),
+                  "accuracy": model_art.metrics.get("accuracy"), "num_labels": task.num_labels},
+        "random_weights": bool(ctx.pipeline.random_weights or meta.get("random_weights")),
+        "labels": labels,
+        "max_seq_len": task.max_seq_len,
+        "buckets": buckets,
+        "tokenizer": {"files": tok_files, "class": type(tok).__name__, "pad_id": pad, "cls_id": tok.cls_token_id,
+                      "sep_id": tok.sep_token_id, "unk_id": tok.unk_token_id, "lowercase": bool(getattr(tok, "do_lower_case", False))},
+        "golden": {"file": GOLDEN_FILE, "rows": len(enc), "tolerance_by_precision": GOLDEN_TOLERANCE,
+                   "note": "expected_logits are the host run of each file; compare a device run of that file with them"},
+        "variants": variants,
+        "skipped": notes,
+        "libraries": library_versions(),
+        "files": file_hashes(out),
+    }
+    (out / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+    ctx.info["variants"] = [{**v, "file": f"{BUNDLE_DIR}/{v['file']}"} for v in variants]
+    ctx.log.info("  bundled %d model files (%s), %d golden rows", len(variants), ", ".join(v["file"] for v in variants), len(enc))
+    size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
+    return {"variants": len(variants), "golden_rows": len(enc), "size_bytes": size, "size_mb": round(size / 1e6, 3),
+            "random_weights": metadata["random_weights"]}
+
+
+def render_bundle_md(variants: list[dict[str, Any]], labels: list[str], tok_files: list[str], buckets: list[int], max_seq_len: int,
+                     random_weights: bool) -> str:
+    """BUNDLE.md: what is in the bundle and minimal inference code, tokenisation included."""
+    onnx_v = next((v for v in variants if v["format"] == "onnx"), None)
+    tfl_v = next((v for v in variants if v["format"] == "tflite"), None)
+    rows = "\n".join(
+        f"| `{v['file']}` | {v['format']} | {v['precision']} | {v.get('seq_len') or 'dynamic'} | "
+        f"{v['size_bytes'] / 1e6:.2f} MB | {100 * v['accuracy']:.2f}% | {100 * v['agreement']:.2f}% |"
+        if isinstance(v.get("accuracy"), (int, float)) and isinstance(v.get("agreement"), (int, float)) else
+        f"| `{v['file']}` | {v['format']} | {v['precision']} | {v.get('seq_len') or 'dynamic'} | {v['size_bytes'] / 1e6:.2f} MB | - | - |"
+        for v in variants)
+    warn = "\n> **Random weights**: this bundle is for latency and memory measurements only; its predictions mean nothing.\n" if random_weights else ""
+    tok_file = "tokenizer.json" if "tokenizer.json" in tok_files else (tok_files[0] if tok_files else "tokenizer.json")
+    bucket_list = ", ".join(map(str, buckets)) or str(max_seq_len)
+    parts = [f"""# Model bundle
+{warn}
+Text classifier with labels {json.dumps(labels)} (index = logit position). Every file's sha256,
+input/output names, dtypes and shapes, measured accuracy and parity are in `metadata.json`.
+
+| file | format | precision | seq_len | size | accuracy | agreement with fp32 |
+|---|---|---|---|---|---|---|
+{rows}
+
+Tokenizer: `{"`, `".join(tok_files)}`. Inputs are `input_ids`, `attention_mask`, `token_type_ids`
+(int64 in ONNX; see `metadata.json` for each TFLite file's dtypes), at most {max_seq_len} tokens.
+Fixed-shape files take sequences padded to a bucket ({bucket_list}): use the smallest bucket
+that holds the tokens; pad with the pad id and mask 0. `golden.json` holds tokenised inputs
+with the logits each file must produce (tolerance per precision in `metadata.json`): check your
+tokeniser against its `input_ids` and your runtime against its `expected_logits`.
+"""]
+    tokenize_py = f"""from tokenizers import Tokenizer  # pip install tokenizers numpy
+import json, numpy as np
+
+tok = Tokenizer.from_file("{tok_file}")
+labels = json.load(open("labels.json"))
+enc = tok.encode("a charming and often affecting journey .")
+ids = np.array([enc.ids], dtype=np.int64)
+mask = np.ones_like(ids)
+types = np.array([enc.type_ids], dtype=np.int64)
+"""
+    if onnx_v:
+        parts.append(f"""## Python, onnxruntime
+
+```python
+{tokenize_py}
+import onnxruntime as ort  # pip install onnxruntime
+sess = ort.InferenceSession("{onnx_v['file']}", providers=["CPUExecutionProvider"])
+logits = sess.run(["logits"], {{"input_ids": ids, "attention_mask": mask, "token_type_ids": types}})[0]
+print(labels[int(logits[0].argmax())])
+```
+""")
+    tfl_file = tfl_v["file"] if tfl_v else "model.tflite"
+    tfl_seq = (tfl_v or {}).get("seq_len") or (buckets[-1] if buckets else max_seq_len)
+    parts.append(f"""## Python, LiteRT interpreter
+{'' if tfl_v else chr(10) + '(no .tflite file in this bundle; the same code applies to one built by export_tflite)' + chr(10)}
+```python
+{tokenize_py}
+from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert
+interp = Interpreter(model_path="{tfl_file}", num_threads=2)
+interp.allocate_tensors()
+seq = interp.get_input_details()[0]["shape"][1]  # this file's bucket ({tfl_seq})
+def fit(a):  # pad with 0 (pad id, mask 0) or truncate to the bucket
+    out = np.zeros((1, seq), dtype=a.dtype); out[0, : min(seq, a.shape[1])] = a[0, :seq]; return out
+feeds = {{"input_ids": fit(ids), "attention_mask": fit(mask), "token_type_ids": fit(types)}}
+for d in interp.get_input_details():  # match inputs by name, cast to the file's dtype
+    role = next(k for k in feeds if k in d["name"]) if any(k in d["name"] for k in feeds) else list(feeds)[d["index"] % 3]
+    interp.set_tensor(d["index"], feeds[role].astype(d["dtype"]))
+interp.invoke()
+out = interp.get_output_details()[0]
+logits = interp.get_tensor(out["index"]).astype(np.float32)
+if out["dtype"] != np.float32:  # full-integer file: dequantise
+    scale, zero = out["quantization"]; logits = (logits - zero) * scale
+print(labels[int(logits[0].argmax())])
+```
+
+## Android, Kotlin, TFLite Interpreter API
+
+```kotlin
+// build.gradle: implementation("com.google.ai.edge.litert:litert:1.+")  (or org.tensorflow:tensorflow-lite)
+// Tokenise with {tok_file}: e.g. implementation("ai.djl.huggingface:tokenizers:0.+") and
+// HuggingFaceTokenizer.newInstance(path).encode(text).ids; check the ids against golden.json.
+import org.tensorflow.lite.Interpreter
+import java.io.File
+
+val buckets = intArrayOf({bucket_list})               // from metadata.json
+fun pickBucket(n: Int) = buckets.firstOrNull {{ n <= it }} ?: buckets.last()
+
+fun classify(modelDir: File, ids: LongArray, typeIds: LongArray): Int {{
+    val seq = pickBucket(ids.size)
+    // the file for this bucket: see metadata.json "variants" (seq_len == seq)
+    val interpreter = Interpreter(File(modelDir, "{tfl_file}"), Interpreter.Options().setNumThreads(2))
+    val n = minOf(ids.size, seq)
+    // int32 inputs shown; use LongArray when metadata.json lists int64
+    val inputIds = Array(1) {{ IntArray(seq) {{ i -> if (i < n) ids[i].toInt() else 0 }} }}
+    val mask = Array(1) {{ IntArray(seq) {{ i -> if (i < n) 1 else 0 }} }}
+    val types = Array(1) {{ IntArray(seq) {{ i -> if (i < n) typeIds[i].toInt() else 0 }} }}
+    val inputs = arrayOfNulls<Any>(interpreter.inputTensorCount)
+    for (i in 0 until interpreter.inputTensorCount) {{
+        val name = interpreter.getInputTensor(i).name()
+        inputs[i] = when {{
+            "mask" in name -> mask
+            "type" in name || "segment" in name -> types
+            else -> inputIds
+        }}
+    }}
+    val logits = Array(1) {{ FloatArray({len(labels)}) }}
+    interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to logits))
+    interpreter.close()
+    return logits[0].indices.maxByOrNull {{ logits[0][it] }} ?: 0   // index into labels.json
+}}
+```
+""")
+    return "\n".join(parts)
