@@ -60,7 +60,8 @@ _results = []
 def pytest_runtest_logreport(report):
     if report.when == "call" or report.outcome != "passed":
         msg = str(report.longrepr)[-2000:] if report.longrepr else ""
-        _results.append({"test": report.nodeid, "when": report.when, "outcome": report.outcome, "seconds": round(report.duration, 3), "message": msg})
+        outcome = "error" if report.failed and report.when != "call" else report.outcome
+        _results.append({"test": report.nodeid, "when": report.when, "outcome": outcome, "seconds": round(report.duration, 3), "message": msg})
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -292,7 +293,10 @@ def run_device_tests(
         shutil.copytree(suite_dir, payload / "device_tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
         (payload / "albert_edge_json_report.py").write_text(JSON_REPORT_PLUGIN)
         remote_suite = device.push(payload)
-    remote_bundle = device.push(Path(bundle))
+    bundle = Path(bundle)
+    if not (bundle / "metadata.json").is_file() and (bundle / "bundle" / "metadata.json").is_file():
+        bundle = bundle / "bundle"  # a bundle artifact directory: the files sit in bundle/
+    remote_bundle = device.push(bundle)
     report = f"{remote_suite}/device-tests.json"
     code = (
         "import os, sys; sys.path.insert(0, sys.argv[1]); os.environ['ALBERT_EDGE_TEST_JSON'] = sys.argv[2]; os.chdir(sys.argv[1]); "
