@@ -99,18 +99,26 @@ class Target:
         return self._gzip
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
+
+
+def _payload(p: Path) -> list[Path]:
+    """The files that make up a model: the file itself, or a model directory's weights and
+    config (not its tokenizer files, which every format ships alike)."""
+    if not p.is_dir():
+        return [p]
+    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES and not f.name.startswith(("tokenizer", "special_tokens")))
+
+
 def _tree_size(p: Path) -> int:
-    if p.is_dir():
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    return p.stat().st_size
+    return sum(f.stat().st_size for f in _payload(p))
 
 
 def gzip_size(paths: list[Path]) -> int:
     """Bytes after gzip -6 (what an app store download or OTA update roughly costs)."""
     total = 0
     for p in paths:
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        for f in files:
+        for f in _payload(p):
             comp = zlib.compressobj(6, zlib.DEFLATED, 31)
             n = 0
             with f.open("rb") as fh:

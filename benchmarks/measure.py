@@ -68,7 +68,19 @@ def platform_stamp() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident set size of this process so far.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this process's own memory map.
+    Not ru_maxrss there: the kernel carries the parent's peak across fork+exec, so a child of
+    a 500 MB pipeline process would report 500 MB whatever it loads. Elsewhere ru_maxrss
+    (KiB on Linux/Android, bytes on macOS)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
 
@@ -210,7 +222,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return result
     importlib.import_module(RUNTIME_MODULES[args.runtime])
     if args.runtime == "torch":
-        importlib.import_module("transformers")
+        _import_model_class(args.model[0])
     result["runtime_version"] = runtime_version(args.runtime)
     data = dict(np.load(args.inputs)) if args.inputs else {}
     gc.collect()
@@ -233,6 +245,20 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     result["rss_growth_mb"] = result["rss_peak_mb"] - baseline
     result["ok"] = True
     return result
+
+
+def _import_model_class(model_dir: str) -> None:
+    """transformers imports model classes lazily: import it before the baseline so that load
+    time is loading, not importing."""
+    transformers = importlib.import_module("transformers")
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as fh:
+            archs = json.load(fh).get("architectures") or []
+    except (OSError, ValueError):
+        archs = []
+    for arch in archs:
+        getattr(transformers, arch, None)
+    getattr(transformers, "AutoModelForSequenceClassification", None)
 
 
 def _torch_problem() -> str:
