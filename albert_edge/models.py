@@ -201,14 +201,45 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path, meta: dict[str, Any] |
 
 def load_model(model_dir: Path) -> tuple[Any, Any, dict[str, Any]]:
     """Load what save_model wrote (safetensors only; no pickles)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True)
+    config = AutoConfig.from_pretrained(str(model_dir))
+    if getattr(config, "sliced_linears", False):
+        model = _load_sliced(Path(model_dir), config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True)
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     meta_path = model_dir / "albert_edge.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     model.eval()
     return model, tok, meta
+
+
+def _load_sliced(model_dir: Path, config: Any) -> Any:
+    """A structurally pruned model (config.sliced_linears): its Linear layers are smaller than
+    the config says, so build from the config, resize each Linear to the stored shape, then
+    load strictly. Attention reads its head count from the weight shapes, so sliced heads run."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    state: dict[str, Any] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    model = AutoModelForSequenceClassification.from_config(config)
+    for name, module in list(model.named_modules()):
+        w = state.get(f"{name}.weight")
+        if isinstance(module, torch.nn.Linear) and w is not None and tuple(w.shape) != tuple(module.weight.shape):
+            parent_name, _, attr = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), attr, torch.nn.Linear(w.shape[1], w.shape[0], bias=module.bias is not None))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{model_dir}: sliced model does not match its config: missing={missing} unexpected={unexpected}")
+    for module in model.modules():  # keep the bookkeeping attributes true to the new shapes
+        if hasattr(module, "attention_head_size") and hasattr(module, "query"):
+            module.all_head_size = module.query.out_features
+            module.num_attention_heads = module.all_head_size // module.attention_head_size
+    return model
 
 
 def count_parameters(model: Any) -> int:

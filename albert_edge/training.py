@@ -88,6 +88,12 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
+def total_steps(num_examples: int, cfg: TrainConfig) -> int:
+    """Optimiser steps `train` will take (schedules such as gradual pruning need it up front)."""
+    per_epoch = math.ceil(num_examples / cfg.batch_size)
+    return max(1, round(per_epoch * cfg.epochs)) if cfg.epochs > 0 else 0
+
+
 def train(
     model: Any,
     train_enc: Encoded,
@@ -114,7 +120,7 @@ def train(
 
     seed_everything(seed)
     per_epoch = math.ceil(len(train_enc) / cfg.batch_size)
-    total = max(1, round(per_epoch * cfg.epochs)) if cfg.epochs > 0 else 0
+    total = total_steps(len(train_enc), cfg)
     eval_every = max(1, per_epoch // cfg.evals_per_epoch)
     trainable = [p for p in model.parameters() if p.requires_grad] + list(params or [])
     decay = [p for p in trainable if p.ndim >= 2]

@@ -1,0 +1,137 @@
+"""`prune`: structured (heads, FFN neurons; physically removed) or unstructured (gradual
+magnitude) pruning, with recovery fine-tuning under the shared distillation loss."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from albert_edge.data import batch_indices, pad_batch
+from albert_edge.models import count_parameters, load_model
+from albert_edge.registry import stage
+from albert_edge.schema import require
+from albert_edge.stages.common import evaluate_and_save, task_data
+from albert_edge.training import TrainConfig, predict_logits, to_torch, total_steps, train
+from compress import sparsity as sp
+from compress import structured as st
+from compress.losses import DistillLossConfig, build_loss
+from compress.prune_inc import IncConfig, IncPruner, inc_version
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """heads / ffn: a fraction (0.25) or a count (2) to remove, per layer or (global_ranking)
+    over the whole model; sparsity: the unstructured target over encoder weights."""
+
+    method: Literal["structured", "unstructured"] = "structured"
+    importance: Literal["taylor", "magnitude"] = "taylor"
+    heads: int | float = 0.25
+    ffn: int | float = 0.25
+    global_ranking: bool = False
+    score_batches: int = 16
+    sparsity: float = 0.5
+    scope: Literal["global", "layer"] = "global"  # unstructured: one magnitude threshold, or one per matrix
+    prune_start: float = 0.0  # unstructured: ramp window, as fractions of the recovery steps
+    prune_end: float = 0.7
+    prune_every: int = 10
+    include_embeddings: bool = False
+    recovery: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1.0, lr=5e-5, evals_per_epoch=2))
+    loss: DistillLossConfig = field(default_factory=DistillLossConfig)
+    backend: Literal["native", "inc"] = "native"
+    inc: IncConfig = field(default_factory=IncConfig)
+
+    def check(self) -> None:
+        for key in ("heads", "ffn"):
+            v = getattr(self, key)
+            if isinstance(v, float):
+                require(0.0 <= v < 1.0, key, f"fraction {v} is outside [0, 1)", "a float is a fraction to remove, an integer a count")
+            else:
+                require(v >= 0, key, f"count {v} is negative")
+        require(0.0 <= self.sparsity < 1.0, "sparsity", f"{self.sparsity} is outside [0, 1)", "0.5 removes half the encoder weights")
+        require(0.0 <= self.prune_start < self.prune_end <= 1.0, "prune_end", "need 0 <= prune_start < prune_end <= 1")
+        require(self.score_batches >= 1, "score_batches", "score on at least one batch")
+        require(self.prune_every >= 1, "prune_every", "update masks at least every step")
+        if self.backend == "inc":
+            require(self.method == "unstructured", "backend", "INC's pruners give pattern masks, not sliced layers",
+                    "use method: unstructured with backend: inc (inc.pattern: channelx1 for channel-shaped masks)")
+        if self.method == "structured":
+            require(self.heads != 0 or self.ffn != 0, "heads", "nothing to prune (heads and ffn are both 0)")
+
+
+def _accuracy(model: Any, enc: Any, pad: int) -> float:
+    return float((predict_logits(model, enc, pad_id=pad).argmax(-1) == np.asarray(enc.labels)).mean())
+
+
+def _structured(ctx: Any, model: Any, loss: Any, data: dict[str, Any], pad: int) -> dict[str, Any]:
+    cfg: PruneConfig = ctx.config
+    if cfg.importance == "taylor":
+        idx = batch_indices(data["train"].lengths(), cfg.recovery.batch_size, shuffle=True, seed=ctx.pipeline.seed)[: cfg.score_batches]
+        batches = (to_torch(pad_batch(data["train"], i, pad)) for i in idx)
+        with loss.context(model):
+            head_s, neuron_s = st.taylor_scores(model, batches, loss)
+    else:
+        head_s, neuron_s = st.magnitude_scores(model)
+    plan = st.Plan(st.select(head_s, cfg.heads, cfg.global_ranking), st.select(neuron_s, cfg.ffn, cfg.global_ranking))
+    before = st.structure_counts(model)
+    st.apply_plan(model, plan)
+    after = st.structure_counts(model)
+    ctx.log.info("  removed %d/%d heads and %d/%d FFN neurons (%s, %s ranking)", before["heads"] - after["heads"], before["heads"],
+                 before["ffn_neurons"] - after["ffn_neurons"], before["ffn_neurons"], cfg.importance, "global" if cfg.global_ranking else "per-layer")
+    ctx.info["plan"] = {"heads": plan.heads, "neurons": [len(n) for n in plan.neurons]}
+    return {"heads_before": before["heads"], "heads_after": after["heads"],
+            "ffn_neurons_before": before["ffn_neurons"], "ffn_neurons_after": after["ffn_neurons"],
+            "heads_per_group": model.config.heads_per_group}
+
+
+@stage("prune", config=PruneConfig, version="1", inputs=("model", "teacher"), output="model", gated=True)
+def prune(ctx: Any) -> dict[str, Any]:
+    """Prune heads/FFN neurons (sliced) or weights (gradual magnitude), then recover with KD."""
+    from albert_edge.runner import StageError
+
+    cfg: PruneConfig = ctx.config
+    src = ctx.inputs["model"]
+    model, tok, meta = load_model(src.model_dir)
+    teacher, _, _ = load_model(ctx.inputs["teacher"].model_dir)
+    data = task_data(ctx, tok)
+    pad = tok.pad_token_id or 0
+    loss = build_loss(ctx, cfg.loss, teacher, model, data["train"], pad)
+    params_before = count_parameters(model)
+    metrics: dict[str, Any] = {"input_accuracy": src.metrics.get("accuracy")}
+    total = total_steps(len(data["train"]), cfg.recovery)
+    on_step, best_from, pruner = None, 0, None
+    if cfg.method == "structured":
+        metrics.update(_structured(ctx, model, loss, data, pad))
+        metrics["accuracy_before_recovery"] = _accuracy(model, data["eval"], pad)
+    else:
+        weights = sp.prunable_weights(model, cfg.include_embeddings)
+        start, end = sp.schedule_window(total, cfg.prune_start, cfg.prune_end)
+        if cfg.backend == "inc":
+            try:
+                pruner = IncPruner(model, cfg.inc, cfg.sparsity, start, max(start, end - 1))
+            except ImportError as err:
+                raise StageError(str(err)) from None
+            metrics["inc_version"] = inc_version()
+        else:
+            pruner = sp.GradualMagnitudePruner(weights, cfg.sparsity, cfg.prune_start, cfg.prune_end, cfg.prune_every, cfg.scope)
+        on_step, best_from = pruner.on_step, min(end, total)
+    res = None
+    if total > 0:
+        with loss.context(model):
+            res = train(model, data["train"], data["eval"], cfg.recovery, loss, seed=ctx.pipeline.seed, pad_id=pad,
+                        progress=ctx.progress, on_step=on_step, params=loss.params, best_from=best_from)
+        ctx.info["history"] = res.history
+    if pruner is not None:
+        pruner.finish()
+        if isinstance(pruner, sp.GradualMagnitudePruner):
+            ctx.info["schedule"] = pruner.history
+        metrics["sparsity"] = round(sp.measured_sparsity(weights), 4)
+        metrics["model_sparsity"] = round(sp.model_sparsity(model), 4)
+        ctx.log.info("  sparsity %.1f%% of pruned weights, %.1f%% of all parameters", 100 * metrics["sparsity"], 100 * metrics["model_sparsity"])
+    metrics.update(evaluate_and_save(ctx, model, tok, data["eval"], {**meta, "pruned_from": src.key, "prune_method": cfg.method}))
+    metrics.update(params_before=params_before, recovery_seconds=round(res.seconds, 1) if res else 0.0, recovery_steps=res.steps if res else 0)
+    metrics["size_bytes"] = sp.weights_file(ctx.out_dir / "model").stat().st_size
+    metrics["gzip_bytes"] = sp.gzip_size(sp.weights_file(ctx.out_dir / "model"))
+    metrics["input_gzip_bytes"] = sp.gzip_size(sp.weights_file(src.model_dir))
+    return metrics
