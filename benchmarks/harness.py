@@ -268,7 +268,7 @@ def rows_from_child(child: dict[str, Any], target: Target, device_stamp: dict[st
     fixed = {k: _accuracy(v, labels, teacher) for k, v in (child.get("preds_fixed") or {}).items()}
     base = {
         "schema": SCHEMA, "variant": target.name, "format": target.format, "precision": target.precision,
-        "files": [f.name for f in target.files], "seq_buckets": [s for s in target.seq_lens if s], "runtime": child.get("runtime"),
+        "files": [f.name for f in target.files], "seq_buckets": child.get("buckets") or [s for s in target.seq_lens if s], "runtime": child.get("runtime"),
         "runtime_version": child.get("runtime_version"), "threads": child.get("threads"), "device": device_stamp.get("device"),
         "stamp": device_stamp, "emulated": bool(device_stamp.get("emulated")), "size_bytes": target.size_bytes, "gzip_bytes": target.gzip_bytes,
         "load_ms": child.get("load_ms"), "rss_baseline_mb": child.get("rss_baseline_mb"), "rss_peak_mb": child.get("rss_peak_mb"),

@@ -127,26 +127,49 @@ def timed_runs(fn: Callable[[], Any], runs: int, min_secs: float, max_secs: floa
 
 
 class Model:
-    """One or more files of one variant (bucket files: one per sequence length) behind one call."""
+    """One variant behind one call per width: a dynamic file, a bucketed file (one signature per
+    sequence length), or separate fixed-length files of one variant."""
 
     def __init__(self, paths: list[str], runtime: str, threads: int) -> None:
         self.runtime = runtime
+        self.by_seq: dict[int | None, Callable[..., np.ndarray]] = {}
         if runtime == "torch":
-            self.by_seq: dict[int | None, Callable[..., np.ndarray]] = {None: _open_torch(paths[0], threads)}
+            self.by_seq[None] = _open_torch(paths[0], threads)
             return
         er = _edge_runtime()
-        self.by_seq = {}
+        self._pick = er.pick_bucket
         for p in paths:
             m = er.open_model(p, runtime, threads)
-            self.by_seq[m.fixed_seq_len] = m
-        self._pick = er.pick_bucket
+            if getattr(m, "buckets", ()):
+                for b in m.buckets:
+                    self.by_seq[b] = _exact_width(m)
+            else:
+                self.by_seq[m.fixed_seq_len] = m
+
+    @property
+    def buckets(self) -> list[int]:
+        return sorted(s for s in self.by_seq if s is not None)
 
     def for_length(self, length: int) -> tuple[Callable[..., np.ndarray], int]:
-        """The file that serves `length` tokens and the width it runs at."""
+        """The runner that serves `length` tokens and the width it runs at (the smallest bucket
+        that holds them, the largest if none does; dynamic files run at `length`)."""
         if None in self.by_seq:
             return self.by_seq[None], length
-        seq = self._pick(length, [s for s in self.by_seq if s is not None])
+        seq = self._pick(length, self.buckets)
         return self.by_seq[seq], seq
+
+
+def _exact_width(m: Any) -> Callable[..., np.ndarray]:
+    """Run a bucketed EdgeModel at exactly the width of the arrays given (EdgeModel itself picks
+    the bucket from the real length, which would time a short row at a small bucket)."""
+
+    def call(ids: np.ndarray, mask: np.ndarray, tt: np.ndarray) -> np.ndarray:
+        rows = range(ids.shape[0]) if m.fixed_batch and ids.shape[0] != m.fixed_batch else [None]
+        outs = [m.run({"input_ids": ids[sl], "attention_mask": mask[sl], "token_type_ids": tt[sl]})
+                for sl in ([slice(i, i + 1) for i in rows] if rows != [None] else [slice(None)])]
+        return np.concatenate(outs, axis=0)
+
+    return call
 
 
 def _open_torch(model_dir: str, threads: int) -> Callable[..., np.ndarray]:
@@ -180,12 +203,24 @@ def _batch(data: dict[str, np.ndarray], rows: np.ndarray, width: int) -> tuple[n
     return out[0], out[1], out[2]
 
 
+def _full_batch(data: dict[str, np.ndarray], rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eval rows' real tokens repeated to fill `width` (mask all ones): timing at width N means
+    N real tokens, so no runtime can shortcut the padding and bucketed files run bucket N."""
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    tt = np.zeros((len(rows), width), dtype=np.int64)
+    for r, i in enumerate(rows):
+        n = max(int(data["lengths"][i]), 1)
+        ids[r] = np.resize(data["input_ids"][i, :n], width)
+        tt[r] = np.resize(data["token_type_ids"][i, :n], width)
+    return ids, np.ones_like(ids), tt
+
+
 def measure_latency(model: Model, data: dict[str, np.ndarray], batch: int, seq_len: int, args: argparse.Namespace) -> dict[str, Any]:
     """First inference, warm-up, then timed runs of one (batch, seq_len) shape."""
     n = data["input_ids"].shape[0]
     rows = np.arange(batch) % n
     fn, width = model.for_length(seq_len)
-    ids, mask, tt = _batch(data, rows, width)
+    ids, mask, tt = _full_batch(data, rows, width)
     t0 = time.perf_counter()
     fn(ids, mask, tt)
     first_ms = (time.perf_counter() - t0) * 1000.0
@@ -236,10 +271,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         return result
     result["load_ms"] = (time.perf_counter() - t0) * 1000.0
     result["rss_after_load_mb"] = peak_rss_mb()
+    result["buckets"] = model.buckets
     result["latency"] = [measure_latency(model, data, b, s, args) for s in args.seq_len for b in args.batch] if data else []
     if data and args.accuracy:
         result["preds_real"] = predict(model, data, None)
-        result["preds_fixed"] = {str(f): predict(model, data, f) for f in args.accuracy_seq_len}
+        # a fixed width a bucketed file cannot run (over its largest bucket) is left out, not faked
+        result["preds_fixed"] = {str(f): predict(model, data, f) for f in args.accuracy_seq_len if not model.buckets or f <= max(model.buckets)}
     result["rss_peak_mb"] = peak_rss_mb()
     result["rss_current_mb"] = current_rss_mb()
     result["rss_growth_mb"] = result["rss_peak_mb"] - baseline
