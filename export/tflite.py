@@ -1,0 +1,249 @@
+"""TFLite export with litert-torch (no TensorFlow): fp32, fp16 and dynamic-range int8 files,
+one signature per sequence-length bucket, each file checked against PyTorch before it counts.
+
+Layout: ONE .tflite file per precision holding one fixed-shape signature per bucket
+("seq_32", "seq_64", ...). The signatures share a single weight set, so a 3-bucket file is
+only a few KB larger than a 1-bucket file, where separate files would repeat every weight.
+Inputs are int32 (litert-torch's default; TFLite's native index type, what Android's
+`int[]`/`IntBuffer` feeds directly); batch is fixed at 1 (litert-torch 0.10 cannot lower a
+dynamic batch through the position-id arange). A caller runs the smallest bucket holding the
+real length (`edge_runtime.pick_bucket`), as `edge_runtime.open_model` does itself.
+
+fp16 and int8-dynamic are made from the fp32 file with ai-edge-quantizer (fp16 weights with
+float compute; int8 channel-wise weights with int8 dynamic-range compute), so all precisions
+share one conversion. Full-integer int8 needs the TensorFlow converter (optional extra).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata as md
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from albert_edge.artifacts import sha256_file
+from albert_edge.registry import stage
+from albert_edge.schema import require
+from device_tests.edge_runtime import SIGNATURE_PREFIX
+
+Precision = Literal["fp32", "fp16", "int8-dynamic"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-dynamic")
+INPUT_DTYPE = "int32"
+MAX_BUCKET = 512  # ALBERT's position table
+
+
+class TFLiteExportError(RuntimeError):
+    """Conversion or quantisation failed; the message says which step and why."""
+
+
+def signature_name(seq_len: int) -> str:
+    """The signature that serves `seq_len` tokens (edge_runtime reads the same convention)."""
+    return f"{SIGNATURE_PREFIX}{seq_len}"
+
+
+def _bucket_module(model: Any) -> Any:
+    """(input_ids, attention_mask, token_type_ids) -> {"logits"} with the additive mask built here.
+
+    transformers' own 2-D mask expansion lowers to a bool GATHER_ND (op version 5) that
+    tflite-runtime 2.14 cannot run; a ready 4-D additive mask (which transformers passes
+    through as-is) gives identical logits with only long-supported ops.
+    """
+    import torch
+
+    class BucketLogits(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> dict[str, Any]:
+            bias = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+            return {"logits": self.inner(input_ids=input_ids, attention_mask=bias, token_type_ids=token_type_ids).logits}
+
+    return BucketLogits(model).eval()
+
+
+def _sample(seq_len: int) -> dict[str, Any]:
+    import torch
+
+    ids = torch.randint(5, 1000, (1, seq_len), dtype=torch.int32)
+    mask = torch.ones_like(ids)
+    mask[0, seq_len // 2 :] = 0  # trace the padded path with real data
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """litert-torch prints a progress tree and ai-edge-quantizer warns once per shared weight
+    buffer (expected: the bucket signatures share weights) through `logging.warning`, which
+    also installs a root handler that doubles every later log line; undo all of that."""
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        root.setLevel(level)
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
+
+
+def _convert_fp32(model: Any, out_path: Path, seq_lens: Sequence[int]) -> None:
+    with _quiet():
+        import litert_torch
+
+        module = _bucket_module(model)
+        conv = litert_torch.Converter()
+        for seq in sorted(seq_lens):
+            conv.signature(signature_name(seq), module, sample_kwargs=_sample(seq))
+        try:
+            conv.convert().export(str(out_path))
+        except Exception as err:  # litert-torch raises many types; name the step
+            raise TFLiteExportError(f"litert-torch could not convert the model ({type(err).__name__}: {err})") from err
+
+
+def quantize_tflite(float_file: Path, out_path: Path, precision: Precision) -> None:
+    """Write a reduced-precision copy of an fp32 .tflite file (all signatures) with ai-edge-quantizer."""
+    if precision == "fp32":
+        shutil.copyfile(float_file, out_path)
+        return
+    with _quiet():
+        from ai_edge_quantizer import qtyping, quantizer, recipe
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+        if precision == "int8-dynamic":
+            q = quantizer.Quantizer(str(float_file), recipe.dynamic_wi8_afp32())
+        elif precision == "fp16":
+            q = quantizer.Quantizer(str(float_file))
+            q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                     algorithm_key=AlgorithmName.FLOAT_CASTING)
+        else:
+            raise TFLiteExportError(f"precision {precision!r} is not made by ai-edge-quantizer here (choose from {', '.join(PRECISIONS)})")
+        try:
+            q.quantize(enable_progress_bar=False, enable_progress_report=False).export_model(str(out_path), overwrite=True)
+        except Exception as err:
+            raise TFLiteExportError(f"ai-edge-quantizer could not make the {precision} file ({type(err).__name__}: {err})") from err
+
+
+def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (32, 64, 128), precision: Precision = "fp32",
+                   float_file: Path | None = None) -> dict[str, Any]:
+    """Write `model` (a HF sequence classifier) to `out_path` as one .tflite file with one
+    signature per bucket in `seq_lens`, at `precision`; return its variant fields.
+
+    float_file: an fp32 file from an earlier call with the same seq_lens, reused instead of
+    converting again (fp16/int8 are made from it). Raises TFLiteExportError.
+    """
+    if not seq_lens or any(not 1 <= s <= MAX_BUCKET for s in seq_lens):
+        raise TFLiteExportError(f"buckets {list(seq_lens)} must be 1..{MAX_BUCKET} tokens")
+    if precision not in PRECISIONS:
+        raise TFLiteExportError(f"precision {precision!r}: litert-torch export makes {', '.join(PRECISIONS)}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    t0 = time.perf_counter()
+    if precision == "fp32":
+        _convert_fp32(model, out_path, seq_lens)
+    elif float_file is not None:
+        quantize_tflite(Path(float_file), out_path, precision)
+    else:
+        with tempfile.TemporaryDirectory(prefix="tflite-") as tmp:
+            fp32 = Path(tmp) / "model.fp32.tflite"
+            _convert_fp32(model, fp32, seq_lens)
+            quantize_tflite(fp32, out_path, precision)
+    buckets = sorted(seq_lens)
+    return {
+        "format": "tflite", "precision": precision, "seq_len": None, "buckets": buckets,
+        "signatures": {str(s): signature_name(s) for s in buckets}, "input_dtype": INPUT_DTYPE, "batch": 1,
+        "inputs": ["input_ids", "attention_mask", "token_type_ids"], "output": "logits",
+        "converter": f"litert-torch {md.version('litert-torch')}" + ("" if precision == "fp32" else " + ai-edge-quantizer"),
+        "size_bytes": out_path.stat().st_size, "sha256": sha256_file(out_path), "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+@dataclass(frozen=True)
+class ExportTFLiteConfig:
+    """Export the latest model to TFLite (litert-torch) per precision, checked against PyTorch."""
+
+    buckets: tuple[int, ...] = (32, 64, 128)
+    precisions: tuple[Literal["fp32", "fp16", "int8-dynamic"], ...] = ("fp32", "fp16", "int8-dynamic")
+    parity_rows: int = 64
+    atol: float = 1e-4
+    min_agreement: float = 0.99
+
+    def check(self) -> None:
+        require(len(self.buckets) >= 1, "buckets", "give at least one sequence length", "e.g. [32, 64, 128]")
+        require(all(1 <= b <= MAX_BUCKET for b in self.buckets), "buckets", f"{list(self.buckets)}: each must be 1..{MAX_BUCKET}")
+        require(len(set(self.buckets)) == len(self.buckets), "buckets", f"{list(self.buckets)} repeats a length")
+        require(len(self.precisions) >= 1, "precisions", "export at least one precision", "fp32, fp16, int8-dynamic")
+        require(len(set(self.precisions)) == len(self.precisions), "precisions", f"{list(self.precisions)} repeats a precision")
+        require(self.parity_rows >= 1, "parity_rows", "check at least one row")
+        require(0 < self.atol <= 1, "atol", f"{self.atol} should be in (0, 1]", "fp32 files: 1e-4")
+        require(0 < self.min_agreement <= 1, "min_agreement", f"{self.min_agreement} should be in (0, 1]", "0.99")
+
+
+def _file_name(precision: str) -> str:
+    return f"model.{precision}.tflite"
+
+
+@stage("export_tflite", config=ExportTFLiteConfig, version="1", inputs=("model", "?teacher"), output="tflite")
+def export_tflite_stage(ctx: Any) -> dict[str, Any]:
+    """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
+    from albert_edge.runner import StageError
+    from albert_edge.stages.common import load_input_model, task_data
+    from device_tests.edge_runtime import ModelLoadError
+    from export.parity import check, clip_encoded, file_logits, require_parity, torch_logits
+
+    cfg: ExportTFLiteConfig = ctx.config
+    model, tok, _ = load_input_model(ctx)
+    pad = tok.pad_token_id or 0
+    buckets = tuple(sorted(cfg.buckets))
+    enc = task_data(ctx, tok, ("eval",))["eval"]
+    longest = max(enc.lengths())
+    if longest > buckets[-1]:
+        ctx.log.info("  %d eval rows exceed the largest bucket %d and are truncated to it (as on a device)",
+                     sum(n > buckets[-1] for n in enc.lengths()), buckets[-1])
+    enc = clip_encoded(enc, buckets[-1])
+    rows = list(range(min(cfg.parity_rows, len(enc))))
+    part = enc.subset(rows)
+    labels = np.asarray(enc.labels)
+    reference = torch_logits(model, part, pad_id=pad)
+    fp32_file = ctx.out_dir / _file_name("fp32")
+    results, variants = [], []
+    try:
+        fp32_fields = convert_tflite(model, fp32_file, seq_lens=buckets, precision="fp32")  # the others are made from it
+        for precision in sorted(cfg.precisions, key=PRECISIONS.index):
+            path = ctx.out_dir / _file_name(precision)
+            fields = fp32_fields if precision == "fp32" else convert_tflite(model, path, seq_lens=buckets, precision=precision, float_file=fp32_file)
+            logits = file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad)
+            res = check(f"tflite-{precision}", reference, logits[rows], part.labels, precision=precision, atol=cfg.atol,
+                        min_agreement=cfg.min_agreement, max_accuracy_drop=ctx.max_accuracy_drop)
+            ctx.log.info("  %s (%.2f MB, %.1fs)", res.summary(), fields["size_bytes"] / 1e6, fields["seconds"])
+            results.append(res)
+            variants.append({"name": f"tflite-{precision}", **fields, "file": path.name,
+                             "accuracy": float((logits.argmax(-1) == labels).mean()), "agreement": res.agreement,
+                             "max_abs_diff": res.max_abs_diff, "parity_rows": res.rows, "bucket_rule": "smallest bucket >= real length"})
+    except (TFLiteExportError, ModelLoadError) as err:
+        raise StageError(str(err)) from None
+    if "fp32" not in cfg.precisions:
+        fp32_file.unlink()  # only the precisions asked for stay in the artifact
+    require_parity(results)
+    ctx.info["variants"] = variants
+    main = variants[0]
+    return {
+        "accuracy": main["accuracy"], "agreement": main["agreement"], "max_abs_diff": max(r.max_abs_diff for r in results),
+        "parity_rows": len(rows), "buckets": list(buckets), "size_bytes": main["size_bytes"], "size_mb": round(main["size_bytes"] / 1e6, 3),
+        "sizes_mb": {v["precision"]: round(v["size_bytes"] / 1e6, 3) for v in variants},
+        "accuracies": {v["precision"]: v["accuracy"] for v in variants},
+    }

@@ -1,0 +1,287 @@
+"""export_tflite: litert-torch conversion, bucket signatures, parity, interpreter problems in plain words."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_litert.interpreter")
+
+import device_tests.edge_runtime as er  # noqa: E402
+from tests.conftest import TINY_YAML, run_yaml, write_yaml  # noqa: E402
+
+BUCKETS = (32, 64)
+EXPORT_YAML = TINY_YAML + """\
+      - export_tflite: {id: tfl, buckets: [32, 64], parity_rows: 24}
+"""
+
+
+@pytest.fixture(scope="module")
+def tflite_art(tiny_teacher, tiny_cache, tmp_path_factory):
+    """The tiny teacher exported through the real runner: fp32, fp16, int8-dynamic files."""
+    y = write_yaml(tmp_path_factory.mktemp("tfl") / "pipelines.yaml", EXPORT_YAML)
+    result = run_yaml(y, "tiny", tiny_cache)
+    assert result.exit_code == 0, result.error
+    return result.steps[-1].artifact
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_teacher):
+    from albert_edge.models import load_model
+
+    model, tok, _ = load_model(tiny_teacher.model_dir)
+    return model.eval(), tok
+
+
+def _eval_rows(tok, rows=16, max_len=64):
+    from albert_edge.data import TaskConfig, encode, read_examples
+
+    task = TaskConfig(max_eval_rows=rows, max_seq_len=max_len)
+    return encode(tok, read_examples(task, "eval"), max_len)
+
+
+# --- the bucket rule (pure numpy, no model) ---------------------------------------------------
+
+
+def test_pick_bucket_is_the_smallest_bucket_that_holds_the_real_length():
+    assert er.pick_bucket(1, [64, 32, 128]) == 32
+    assert er.pick_bucket(32, [32, 64, 128]) == 32
+    assert er.pick_bucket(33, [32, 64, 128]) == 64
+    assert er.pick_bucket(128, [32, 64, 128]) == 128
+    assert er.pick_bucket(300, [32, 64, 128]) == 128  # longer rows are truncated to the largest
+    mask = np.zeros((2, 100), dtype=np.int64)
+    mask[0, :10], mask[1, :40] = 1, 1
+    assert er.real_length(mask) == 40
+    assert er.real_length(np.zeros((1, 8), dtype=np.int64)) == 1
+
+
+def test_bucketed_edge_model_pads_to_the_chosen_bucket():
+    seen = []
+
+    def run(feeds):
+        seen.append((feeds["input_ids"].shape[-1], int(feeds["attention_mask"].sum())))
+        return np.zeros((feeds["input_ids"].shape[0], 2), np.float32)
+
+    m = er.EdgeModel("x.tflite", "litert", None, 1, run, buckets=(32, 64, 128))
+    for real, padded_to in ((5, 100), (40, 48), (70, 256), (200, 200)):
+        ids = np.ones((1, padded_to), np.int64)
+        mask = np.zeros_like(ids)
+        mask[0, :real] = 1
+        m(ids, mask)
+    # (bucket run, tokens kept): rows beyond the largest bucket are truncated to it
+    assert seen == [(32, 5), (64, 40), (128, 70), (128, 128)]
+
+
+# --- conversion and layout -----------------------------------------------------------------
+
+
+def test_one_file_per_precision_with_one_signature_per_bucket(tflite_art):
+    variants = {v["precision"]: v for v in tflite_art.variants()}
+    assert set(variants) == {"fp32", "fp16", "int8-dynamic"}
+    for v in variants.values():
+        path = tflite_art.path / v["file"]
+        assert path.is_file() and v["size_bytes"] == path.stat().st_size
+        assert v["format"] == "tflite" and v["seq_len"] is None and v["buckets"] == list(BUCKETS)
+        assert v["signatures"] == {"32": "seq_32", "64": "seq_64"} and v["input_dtype"] == "int32"
+        from ai_edge_litert.interpreter import Interpreter
+
+        interp = Interpreter(model_path=str(path))
+        assert set(interp.get_signature_list()) == {"seq_32", "seq_64"}
+        for seq in BUCKETS:
+            ins = interp.get_signature_runner(f"seq_{seq}").get_input_details()
+            assert set(ins) == {"input_ids", "attention_mask", "token_type_ids"}
+            assert all(d["dtype"] == np.int32 and list(d["shape"]) == [1, seq] for d in ins.values())
+    # reduced precisions really are smaller (weights at 16 / 8 bits)
+    assert variants["fp16"]["size_bytes"] < 0.6 * variants["fp32"]["size_bytes"]
+    assert variants["int8-dynamic"]["size_bytes"] < variants["fp16"]["size_bytes"]
+
+
+def test_bucket_signatures_share_one_weight_set(tflite_art, tiny_model, tmp_path):
+    """Why one file with signatures: a 2-bucket file is barely larger than a 1-bucket file."""
+    from export.tflite import convert_tflite
+
+    model, _ = tiny_model
+    single = convert_tflite(model, tmp_path / "one.tflite", seq_lens=(32,), precision="fp32")
+    both = next(v for v in tflite_art.variants() if v["precision"] == "fp32")
+    assert both["size_bytes"] < 1.1 * single["size_bytes"], (both["size_bytes"], single["size_bytes"])
+
+
+def test_exported_files_match_torch_independently(tflite_art, tiny_model):
+    """Re-check the stage's claims with our own loop: each row padded to its bucket, run, compared."""
+    import torch
+
+    model, tok = tiny_model
+    enc = _eval_rows(tok)
+    files = {v["precision"]: er.open_model(str(tflite_art.path / v["file"]), runtime="litert", threads=1) for v in tflite_art.variants()}
+    ref_preds, worst = [], {p: 0.0 for p in files}
+    agree = {p: 0 for p in files}
+    for ids, tt in zip(enc.input_ids, enc.token_type_ids):
+        width = er.pick_bucket(len(ids), BUCKETS)
+        x = np.zeros((1, width), np.int64)
+        x[0, : len(ids)] = ids
+        m = np.zeros_like(x)
+        m[0, : len(ids)] = 1
+        t = np.zeros_like(x)
+        t[0, : len(tt)] = tt
+        with torch.no_grad():
+            ref = model(input_ids=torch.from_numpy(x), attention_mask=torch.from_numpy(m), token_type_ids=torch.from_numpy(t)).logits.numpy()
+        ref_preds.append(int(ref.argmax()))
+        for p, f in files.items():
+            out = f(x, m, t)
+            worst[p] = max(worst[p], float(np.abs(out - ref).max()))
+            agree[p] += int(out.argmax() == ref.argmax())
+    n = len(enc)
+    assert worst["fp32"] <= 1e-4 and agree["fp32"] == n
+    assert agree["fp16"] / n >= 0.99 and agree["int8-dynamic"] / n >= 0.99
+    assert 0 < worst["int8-dynamic"]  # really quantised, not a copy of the fp32 file
+    m = tflite_art.metrics
+    assert m["buckets"] == list(BUCKETS) and m["max_abs_diff"] < 0.05 and m["parity_rows"] == 24
+
+
+def test_fp32_file_avoids_ops_tflite_runtime_2_14_lacks(tflite_art):
+    """transformers' 2-D mask expansion lowers to a bool GATHER_ND v5 that tflite-runtime 2.14
+    cannot run; the export wrapper builds the 4-D mask itself so the file stays runnable there."""
+    s = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    v = next(v for v in tflite_art.variants() if v["precision"] == "fp32")
+    model = s.ModelT.InitFromPackedBuf(bytearray((tflite_art.path / v["file"]).read_bytes()), 0)
+    names = {val: key for key, val in vars(s.BuiltinOperator).items() if not key.startswith("_")}
+    ops = {names[max(c.builtinCode, c.deprecatedBuiltinCode)]: c.version for c in model.operatorCodes}
+    assert "GATHER_ND" not in ops and "FULLY_CONNECTED" in ops
+
+
+def test_parity_miss_fails_the_stage_with_a_table(tiny_teacher, tiny_cache, tmp_path, monkeypatch):
+    """A file whose answers differ from torch must fail the stage, listing the rows that differ."""
+    import export.parity as parity
+
+    real = parity.file_logits
+
+    def flipped(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out[0] = out[0][::-1] + np.array([1.0, -1.0], np.float32)  # a wrong answer on row 0
+        return out
+
+    monkeypatch.setattr(parity, "file_logits", flipped)
+    y = write_yaml(tmp_path / "pipelines.yaml", TINY_YAML + "      - export_tflite: {id: tfl_bad, buckets: [32], precisions: [fp32], parity_rows: 8}\n")
+    result = run_yaml(y, "tiny", tiny_cache)
+    assert result.exit_code == 1
+    assert "parity check failed for tflite-fp32" in result.error
+    assert "max|diff|" in result.error and "reference logits -> file logits" in result.error
+
+
+def test_convert_tflite_rejects_bad_requests(tiny_model, tmp_path):
+    from export.tflite import TFLiteExportError, convert_tflite
+
+    model, _ = tiny_model
+    with pytest.raises(TFLiteExportError, match="precision"):
+        convert_tflite(model, tmp_path / "x.tflite", seq_lens=(32,), precision="int4")
+    with pytest.raises(TFLiteExportError, match="buckets"):
+        convert_tflite(model, tmp_path / "x.tflite", seq_lens=(0,), precision="fp32")
+
+
+def test_config_validation_names_the_field():
+    from albert_edge.schema import ConfigError, build
+    from export.tflite import ExportTFLiteConfig
+
+    with pytest.raises(ConfigError, match="buckets"):
+        build(ExportTFLiteConfig, {"buckets": [32, 32]}, "export_tflite")
+    with pytest.raises(ConfigError, match="buckets"):
+        build(ExportTFLiteConfig, {"buckets": [1024]}, "export_tflite")
+    with pytest.raises(ConfigError, match="precisions"):
+        build(ExportTFLiteConfig, {"precisions": ["int4"]}, "export_tflite")
+    assert build(ExportTFLiteConfig, {}, "export_tflite").buckets == (32, 64, 128)
+
+
+# --- interpreters: preference order and plain-words problems -----------------------------
+
+
+def _fake_tflite_runtime(monkeypatch, version="2.14.0", error=None):
+    """Install a stand-in `tflite_runtime` package whose Interpreter raises `error`."""
+    pkg = types.ModuleType("tflite_runtime")
+    pkg.__version__ = version
+    mod = types.ModuleType("tflite_runtime.interpreter")
+
+    class Interpreter:
+        def __init__(self, model_path, num_threads=1):
+            if error:
+                raise error
+
+    mod.Interpreter = Interpreter
+    pkg.interpreter = mod
+    monkeypatch.setitem(sys.modules, "tflite_runtime", pkg)
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", mod)
+
+
+def test_tflite_runtime_beside_numpy_2_is_refused_in_plain_words(monkeypatch):
+    assert er.tflite_runtime_numpy_problem("2.14.0", "1.26.4") == ""
+    why = er.tflite_runtime_numpy_problem("2.14.0", "2.1.0")
+    assert "numpy 1.x" in why and "numpy<2" in why and "ai-edge-litert" in why
+    _fake_tflite_runtime(monkeypatch)
+    monkeypatch.setattr(er.np, "__version__", "2.4.6")
+    assert "numpy<2" in er.runtime_available("tflite-runtime")
+    monkeypatch.setattr(er.np, "__version__", "1.26.4")
+    assert er.runtime_available("tflite-runtime") == ""
+
+
+def test_tflite_runtime_import_failure_messages(monkeypatch):
+    real_import = er.importlib.import_module
+
+    def failing(name, *a):
+        if name.startswith("tflite_runtime"):
+            raise ImportError("numpy.core.multiarray failed to import")
+        return real_import(name, *a)
+
+    monkeypatch.setattr(er.importlib, "import_module", failing)
+    assert "numpy < 2" in er.runtime_available("tflite-runtime")
+
+
+def test_op_version_mismatch_is_named_and_the_next_interpreter_is_tried(tflite_art, monkeypatch):
+    path = str(tflite_art.path / next(v["file"] for v in tflite_art.variants() if v["precision"] == "fp32"))
+    msg = "Didn't find op for builtin opcode 'GATHER_ND' version '5'. An older version of this builtin might be supported."
+    _fake_tflite_runtime(monkeypatch, error=ValueError(msg))
+    monkeypatch.setattr(er.np, "__version__", "1.26.4")  # so only the op version is in the way
+    with pytest.raises(er.ModelLoadError, match="op GATHER_ND version 5 is newer than this interpreter") as err:
+        er.open_model(path, runtime="tflite-runtime")
+    assert "ai-edge-litert" in str(err.value)
+    # preference order: litert first; if it cannot open the file, tflite-runtime, then tf.lite
+    monkeypatch.setattr(er, "TFLITE_RUNTIMES", ("tflite-runtime", "litert"))
+    m = er.open_model(path)
+    assert m.runtime == "litert" and m.buckets == BUCKETS
+
+
+def test_real_op_version_mismatch_from_litert(tmp_path):
+    """A real interpreter refusing a real file: an ADD op claiming a version no runtime has."""
+    s = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    flatbuffers = pytest.importorskip("flatbuffers")
+    from tests.test_parity import _tflite
+
+    good = _tflite(tmp_path / "add.tflite")
+    m = s.ModelT.InitFromPackedBuf(bytearray(good.read_bytes()), 0)
+    m.operatorCodes[0].version = 99
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    bad = tmp_path / "future.tflite"
+    bad.write_bytes(b.Output())
+    with pytest.raises(er.ModelLoadError, match="op ADD version 99 is newer than this interpreter"):
+        er.open_model(str(bad), runtime="litert")
+
+
+def test_no_interpreter_at_all_says_what_to_install(tmp_path, monkeypatch):
+    f = tmp_path / "m.tflite"
+    f.write_bytes(b"\0" * 64)
+    monkeypatch.setattr(er, "runtime_available", lambda r: f"{r} is not installed")
+    with pytest.raises(er.ModelLoadError, match="pip install ai-edge-litert"):
+        er.open_model(str(f))
+
+
+def test_real_tflite_runtime_if_installed(tflite_art):
+    """Runs only where tflite-runtime works (numpy < 2): the fp32 file runs there too."""
+    if er.runtime_available("tflite-runtime"):
+        pytest.skip(er.runtime_available("tflite-runtime"))
+    v = next(v for v in tflite_art.variants() if v["precision"] == "fp32")
+    m = er.open_model(str(tflite_art.path / v["file"]), runtime="tflite-runtime")
+    ids = np.full((1, 20), 7, np.int64)
+    assert m(ids, np.ones_like(ids)).shape == (1, 2)
