@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
@@ -57,13 +59,14 @@ def distill(ctx: Any) -> dict[str, Any]:
     t_layers = teacher.config.num_hidden_layers
     if cfg.student.num_hidden_layers > t_layers:
         raise StageError(f"student has {cfg.student.num_hidden_layers} layers but the teacher only {t_layers}")
+    data = task_data(ctx, tok)
+    counts = np.bincount(np.concatenate([np.asarray(x, dtype=np.int64) for x in data["train"].input_ids]), minlength=teacher.config.vocab_size)
     try:
-        student, notes = build_student(teacher, cfg.student, cfg.init, ctx.pipeline.seed)
+        student, notes = build_student(teacher, cfg.student, cfg.init, ctx.pipeline.seed, counts[: teacher.config.vocab_size], ctx.pipeline.task.max_seq_len)
     except ValueError as err:
         raise StageError(str(err)) from None
     for note in notes:
         ctx.log.info("  init: %s", note)
-    data = task_data(ctx, tok)
     pad = tok.pad_token_id or 0
     loss = build_loss(ctx, cfg.loss, teacher, student, data["train"], pad)
     t_params, s_params = count_parameters(teacher), count_parameters(student)

@@ -55,10 +55,12 @@ def test_svd_full_rank_reproduces_table_and_truncation_is_optimal():
     assert abs(err8.item() - s[8:].norm().item()) < 1e-3  # Eckart-Young: the truncation error is the tail
 
 
-def test_factorised_embeddings_at_full_rank_reproduce_teacher_embedding_output():
+@pytest.mark.parametrize("basis", ["word", "inputs"])
+def test_factorised_embeddings_at_full_rank_reproduce_teacher_embedding_output(basis):
     teacher = _teacher()
     student, _ = build_student(teacher, StudentConfig(num_hidden_layers=2, embedding_size=32), InitConfig())
-    factorized_embedding_init(teacher, student)  # force the SVD path at E = E_t
+    kept = factorized_embedding_init(teacher, student, basis)  # force the SVD path at E = E_t
+    assert kept > 0.999
     batch = _batch()
     with torch.no_grad():
         diff = (_embed(student, batch) - _embed(teacher, batch)).abs().max().item()
@@ -80,6 +82,22 @@ def test_svd_truncated_embeddings_are_smaller_and_close_for_low_rank_tables():
         t, s = _embed(teacher, batch), _embed(student, batch)
     rel = ((s - t).norm() / t.norm()).item()
     assert rel < 0.1, rel
+
+
+def test_frequency_weighted_basis_fits_frequent_tokens_better():
+    teacher = _teacher(embedding=32)
+    counts = torch.zeros(500)
+    counts[5:60] = 100.0  # the batch below uses only these tokens
+    torch.manual_seed(2)
+    ids = torch.randint(5, 60, (4, 9))
+    batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids)}
+    errs = {}
+    for how, c in (("word", None), ("inputs", counts)):
+        student, _ = build_student(teacher, StudentConfig(num_hidden_layers=2, embedding_size=12), InitConfig(svd_basis=how), token_counts=c, positions=9)
+        with torch.no_grad():
+            t, s = _embed(teacher, batch), _embed(student, batch)
+        errs[how] = ((s - t).norm() / t.norm()).item()
+    assert errs["inputs"] < 0.8 * errs["word"], errs
 
 
 def test_layer_selection_copies_teacher_layers():
