@@ -45,6 +45,13 @@ def golden_tolerance(precision: str) -> dict[str, float]:
     return dict(GOLDEN_TOLERANCE["int8" if precision.startswith("int8") else precision if precision in GOLDEN_TOLERANCE else "int8"])
 
 
+def variant_buckets(v: dict[str, Any]) -> list[int]:
+    """Sequence lengths a fixed-shape variant accepts: its `buckets` (one signature each) or its `seq_len`."""
+    if v.get("buckets"):
+        return sorted(int(b) for b in v["buckets"])
+    return [int(v["seq_len"])] if v.get("seq_len") else []
+
+
 def _lineage(art: Any, by_key: dict[str, Any]) -> set[str]:
     """Keys of every artifact `art` was built from (itself included)."""
     seen: set[str] = set()
@@ -140,7 +147,7 @@ def bundle(ctx: Any) -> dict[str, Any]:
     from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model
     from device_tests.edge_runtime import ModelLoadError
-    from export.parity import check, file_logits, torch_logits
+    from export.parity import check, clip_encoded, file_logits, torch_logits
 
     cfg: BundleConfig = ctx.config
     model_art = ctx.inputs["model"]
@@ -157,20 +164,25 @@ def bundle(ctx: Any) -> dict[str, Any]:
     pad = tok.pad_token_id or 0
     texts, enc = _golden_rows(ctx, tok, cfg.golden_rows)
     reference = torch_logits(model, enc, pad_id=pad)
+    clipped_refs: dict[int, np.ndarray] = {}
     taken: set[str] = set()
     variants, expected, problems = [], {}, []
     for art, v in picked:
         src = art.path / v["file"]
         name = _bundle_name(art, v, taken)
         shutil.copy2(src, out / name)
-        buckets = [v["seq_len"]] if v.get("seq_len") else None
+        buckets = variant_buckets(v)
         try:
-            logits = file_logits(out / name, enc, buckets=buckets, threads=ctx.pipeline.threads, pad_id=pad)
+            logits = file_logits(out / name, enc, buckets=buckets or None, threads=ctx.pipeline.threads, pad_id=pad)
         except ModelLoadError as err:
             raise StageError(f"{art.step}/{v['name']}: {err}") from None
-        res = check(v["name"], reference, logits, enc.labels, precision=v["precision"], atol=v.get("atol", 1e-4),
+        ref = reference
+        if buckets and max(enc.lengths()) > max(buckets):  # the file truncates: compare with the truncated input
+            top = max(buckets)
+            ref = clipped_refs.setdefault(top, torch_logits(model, clip_encoded(enc, top), pad_id=pad))
+        res = check(v["name"], ref, logits, enc.labels, precision=v["precision"], atol=1e-4,
                     min_agreement=golden_tolerance(v["precision"])["min_agreement"])
-        if v["precision"] == "fp32" and not v.get("seq_len") and not res.ok:
+        if v["precision"] == "fp32" and v["format"] == "onnx" and not buckets and not res.ok:
             problems.append(res.summary() + "\n" + res.table)  # a dynamic fp32 file must reproduce the model it claims to be
         expected[name] = np.round(logits, 6).tolist()
         record = {k: val for k, val in v.items() if k not in ("file", "sha256", "size_bytes")}
@@ -187,7 +199,7 @@ def bundle(ctx: Any) -> dict[str, Any]:
                        for t, ids, tt, y in zip(texts, enc.input_ids, enc.token_type_ids, enc.labels)],
               "reference_logits": np.round(reference, 6).tolist(), "expected_logits": expected, "pad_id": pad}
     (out / GOLDEN_FILE).write_text(json.dumps(golden))
-    buckets = sorted({int(v["seq_len"]) for v in variants if v.get("seq_len")})
+    buckets = sorted({b for v in variants for b in variant_buckets(v)})
     (out / "BUNDLE.md").write_text(render_bundle_md(variants, labels, tok_files, buckets, task.max_seq_len, ctx.pipeline.random_weights))
     metadata = {
         "format_version": 1,
@@ -221,10 +233,10 @@ def render_bundle_md(variants: list[dict[str, Any]], labels: list[str], tok_file
     onnx_v = next((v for v in variants if v["format"] == "onnx"), None)
     tfl_v = next((v for v in variants if v["format"] == "tflite"), None)
     rows = "\n".join(
-        f"| `{v['file']}` | {v['format']} | {v['precision']} | {v.get('seq_len') or 'dynamic'} | "
+        f"| `{v['file']}` | {v['format']} | {v['precision']} | {'/'.join(map(str, variant_buckets(v))) or 'dynamic'} | "
         f"{v['size_bytes'] / 1e6:.2f} MB | {100 * v['accuracy']:.2f}% | {100 * v['agreement']:.2f}% |"
         if isinstance(v.get("accuracy"), (int, float)) and isinstance(v.get("agreement"), (int, float)) else
-        f"| `{v['file']}` | {v['format']} | {v['precision']} | {v.get('seq_len') or 'dynamic'} | {v['size_bytes'] / 1e6:.2f} MB | - | - |"
+        f"| `{v['file']}` | {v['format']} | {v['precision']} | {'/'.join(map(str, variant_buckets(v))) or 'dynamic'} | {v['size_bytes'] / 1e6:.2f} MB | - | - |"
         for v in variants)
     warn = "\n> **Random weights**: this bundle is for latency and memory measurements only; its predictions mean nothing.\n" if random_weights else ""
     tok_file = "tokenizer.json" if "tokenizer.json" in tok_files else (tok_files[0] if tok_files else "tokenizer.json")
@@ -234,7 +246,7 @@ def render_bundle_md(variants: list[dict[str, Any]], labels: list[str], tok_file
 Text classifier with labels {json.dumps(labels)} (index = logit position). Every file's sha256,
 input/output names, dtypes and shapes, measured accuracy and parity are in `metadata.json`.
 
-| file | format | precision | seq_len | size | accuracy | agreement with fp32 |
+| file | format | precision | buckets | size | accuracy | agreement with fp32 |
 |---|---|---|---|---|---|---|
 {rows}
 
@@ -267,24 +279,33 @@ print(labels[int(logits[0].argmax())])
 ```
 """)
     tfl_file = tfl_v["file"] if tfl_v else "model.tflite"
-    tfl_seq = (tfl_v or {}).get("seq_len") or (buckets[-1] if buckets else max_seq_len)
     parts.append(f"""## Python, LiteRT interpreter
 {'' if tfl_v else chr(10) + '(no .tflite file in this bundle; the same code applies to one built by export_tflite)' + chr(10)}
 ```python
 {tokenize_py}
 from ai_edge_litert.interpreter import Interpreter  # pip install ai-edge-litert
 interp = Interpreter(model_path="{tfl_file}", num_threads=2)
-interp.allocate_tensors()
-seq = interp.get_input_details()[0]["shape"][1]  # this file's bucket ({tfl_seq})
+sigs = [k for k in interp.get_signature_list() if k.startswith("seq_")]
+buckets = sorted(int(k[4:]) for k in sigs) or [int(interp.get_input_details()[0]["shape"][1])]
+seq = next((b for b in buckets if ids.shape[1] <= b), buckets[-1])  # smallest bucket that fits
 def fit(a):  # pad with 0 (pad id, mask 0) or truncate to the bucket
     out = np.zeros((1, seq), dtype=a.dtype); out[0, : min(seq, a.shape[1])] = a[0, :seq]; return out
 feeds = {{"input_ids": fit(ids), "attention_mask": fit(mask), "token_type_ids": fit(types)}}
-for d in interp.get_input_details():  # match inputs by name, cast to the file's dtype
-    role = next(k for k in feeds if k in d["name"]) if any(k in d["name"] for k in feeds) else list(feeds)[d["index"] % 3]
-    interp.set_tensor(d["index"], feeds[role].astype(d["dtype"]))
-interp.invoke()
-out = interp.get_output_details()[0]
-logits = interp.get_tensor(out["index"]).astype(np.float32)
+def role(name):  # match a file's input name to a feed
+    return next((k for k in feeds if k in name), "attention_mask" if "mask" in name else "input_ids")
+if sigs:  # bucketed file: one signature per bucket
+    runner = interp.get_signature_runner(f"seq_{{seq}}")
+    ins, outs = runner.get_input_details(), runner.get_output_details()
+    res = runner(**{{n: feeds[role(n)].astype(d["dtype"]) for n, d in ins.items()}})
+    key = "logits" if "logits" in res else sorted(res)[0]
+    logits, out = res[key].astype(np.float32), outs[key]
+else:
+    interp.allocate_tensors()
+    for d in interp.get_input_details():
+        interp.set_tensor(d["index"], feeds[role(d["name"])].astype(d["dtype"]))
+    interp.invoke()
+    out = interp.get_output_details()[0]
+    logits = interp.get_tensor(out["index"]).astype(np.float32)
 if out["dtype"] != np.float32:  # full-integer file: dequantise
     scale, zero = out["quantization"]; logits = (logits - zero) * scale
 print(labels[int(logits[0].argmax())])
@@ -305,6 +326,8 @@ fun pickBucket(n: Int) = buckets.firstOrNull {{ n <= it }} ?: buckets.last()
 fun classify(modelDir: File, ids: LongArray, typeIds: LongArray): Int {{
     val seq = pickBucket(ids.size)
     // the file for this bucket: see metadata.json "variants" (seq_len == seq)
+    // bucketed files hold one signature per bucket ("seq_<N>", see metadata.json "signatures"):
+    // interpreter.runSignature(mapOf("input_ids" to inputIds, ...), mapOf("logits" to logits), "seq_$seq")
     val interpreter = Interpreter(File(modelDir, "{tfl_file}"), Interpreter.Options().setNumThreads(2))
     val n = minOf(ids.size, seq)
     // int32 inputs shown; use LongArray when metadata.json lists int64

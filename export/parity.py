@@ -58,12 +58,13 @@ def file_logits(
     """Logits of an .onnx/.tflite file via edge_runtime, in example order.
 
     buckets: each example is padded to pick_bucket(len(example), buckets), as a phone app
-    would do with fixed-shape files. Without buckets a fixed-shape file gets every example
+    would do with fixed-shape files (default: the buckets a bucketed file declares). Without buckets a fixed-shape file gets every example
     padded to its sequence length, and a dynamic file gets length-sorted batches.
     """
     from device_tests.edge_runtime import open_model, pick_bucket
 
     model = open_model(str(path), runtime=runtime, threads=threads)
+    buckets = buckets or getattr(model, "buckets", ())  # bucketed .tflite files declare theirs
     lengths = enc.lengths()
     if buckets:
         groups: dict[int, list[int]] = {}
