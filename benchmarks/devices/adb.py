@@ -92,6 +92,8 @@ class AdbDevice:
 
     def _check(self, argv: list[str], timeout: float = 120.0) -> str:
         rc, out, err = run_command(argv, timeout)
+        if rc == 127:
+            raise DeviceError(f"{self.adb}: not found; install Android platform-tools (adb) or set $ADB")
         if rc != 0:
             raise DeviceError(f"{' '.join(argv[:4])}: exit {rc}: {(err or out).strip()[:300]} (is the phone attached with USB debugging on? `adb devices`)")
         return out
@@ -118,6 +120,8 @@ class AdbDevice:
 
     def push(self, local_dir: Path) -> str:
         """Push the .tflite files under local_dir (same relative paths) and benchmark_model."""
+        if not self._binary_spec:
+            raise DeviceError("adb devices need LiteRT's benchmark_model: pass --benchmark-model PATH (host file or path on the phone)")
         remote = f"{self.remote_root}/run"
         files = sorted(p for p in Path(local_dir).rglob("*.tflite") if p.is_file())
         dirs = sorted({f"{remote}/{p.parent.relative_to(local_dir).as_posix()}".rstrip("/.") for p in files} | {remote})
