@@ -73,7 +73,7 @@ with open({log!r}, "a") as fh:
 cmd = " ".join(args)
 props = {{"ro.product.model": "Pixel 7", "ro.product.cpu.abi": "arm64-v8a", "ro.soc.model": "Tensor G2", "ro.build.version.release": "14"}}
 if "getprop" in cmd:
-    print(props.get(args[-1], ""))
+    print(props.get(cmd.split()[-1], ""))
 elif "/sys/devices/system/cpu/possible" in cmd:
     print("0-7")
 elif "--graph=" in cmd:
