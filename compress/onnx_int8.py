@@ -1,0 +1,188 @@
+"""ONNX Runtime int8: dynamic (s8 weights, activations quantised at run time) and static QDQ
+(u8 activations from calibration, s8 weights), plus the per-node sensitivity ranking and the
+keep-float fallback that the quantize stage drives.
+
+u8 activations, not s8: s8s8 QDQ MatMuls were seen about 2x slower on x86 CPUs without VNNI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from albert_edge.data import Encoded, batch_indices, pad_batch
+from compress.onnx_graph import matmul_report
+
+OnnxMode = Literal["dynamic", "static"]
+CalibMethod = Literal["minmax", "entropy", "percentile"]
+# Op types we quantise: the weight products and the embedding lookups. LayerNorm, Softmax and
+# elementwise ops stay float (int8 there costs accuracy and saves no weight bytes).
+OP_TYPES = ("MatMul", "Gemm", "Gather")
+PRECISION = {"dynamic": "int8-dynamic", "static": "int8-static"}
+
+
+def encoded_batches(enc: Encoded, batch_size: int, pad_id: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Length-bucketed int64 feeds (no labels) in a fixed order."""
+    for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
+        b = pad_batch(enc, idx, pad_id)
+        yield {k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def calibration_reader(enc: Encoded, batch_size: int = 32, pad_id: int = 0) -> Any:
+    """An onnxruntime CalibrationDataReader over `enc` (rewindable, as INC needs)."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it: Iterator[dict[str, np.ndarray]] = iter(())
+            self.rewind()
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+        def rewind(self) -> None:
+            self._it = encoded_batches(enc, batch_size, pad_id)
+
+    return Reader()
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How to quantise one ONNX file (everything but the file names and the calibration data)."""
+
+    mode: OnnxMode = "dynamic"
+    method: CalibMethod = "minmax"
+    per_channel: bool = False
+    percentile: float = 99.999
+
+
+def quantize_onnx(
+    src: Path,
+    dst: Path,
+    spec: QuantSpec,
+    *,
+    calib: Encoded | None = None,
+    exclude: Sequence[str] = (),
+    only: Sequence[str] | None = None,
+    pad_id: int = 0,
+    cache: Path | None = None,
+) -> Path:
+    """Quantise a pre-optimised fp32 graph (see onnx_graph.preoptimize) to `dst`.
+
+    exclude: node names kept float (fallback). only: quantise just these nodes (sensitivity
+    probes). Static mode needs `calib` (task examples for the activation ranges); `cache`
+    keeps those ranges in a file so the fallback's many rebuilds calibrate once.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    common: dict[str, Any] = dict(op_types_to_quantize=list(OP_TYPES), per_channel=spec.per_channel,
+                                  nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) if only is not None else None)
+    if spec.mode == "dynamic":
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True}, **common)
+        return dst
+    if (calib is None or len(calib) == 0) and not (cache and cache.is_file()):
+        raise ValueError("static int8 needs calibration examples")
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[spec.method]
+    extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": spec.percentile}
+    reader = calibration_reader(calib, pad_id=pad_id) if calib is not None else None
+    quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
+                    calibration_cache_path=str(cache) if cache else None, **common)
+    return dst
+
+
+def quantizable_nodes(path: Path, mode: OnnxMode) -> list[str]:
+    """Nodes the quantizer turns int8 with OP_TYPES, the fallback candidates: weight
+    MatMul/Gemm, embedding Gathers (table is an initializer) and, in static mode, the
+    attention's activation MatMuls too (dynamic mode leaves those float)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    inits = {i.name for i in model.graph.initializer}
+    weight_mm = set(matmul_report(model).float_weight_nodes)
+    out = []
+    for node in model.graph.node:
+        if node.name in weight_mm or (node.op_type == "Gather" and node.input[0] in inits):
+            out.append(node.name)
+        elif mode == "static" and node.op_type == "MatMul":
+            out.append(node.name)
+    return out
+
+
+@dataclass
+class Sensitivity:
+    """Logit error each node causes when it alone is int8, on a calibration slice."""
+
+    node: str
+    mse: float
+    flips: float  # share of rows whose argmax changes
+
+
+def rank_sensitivity(
+    src: Path,
+    work: Path,
+    spec: QuantSpec,
+    nodes: Sequence[str],
+    reference: np.ndarray,
+    run_file: Callable[[Path], np.ndarray],
+    *,
+    calib: Encoded | None = None,
+    pad_id: int = 0,
+    cache: Path | None = None,
+    progress: Callable[..., Any] | None = None,
+) -> list[Sensitivity]:
+    """Quantise one node at a time and measure its logit MSE against the fp32 reference
+    (`run_file(path) -> logits` on the slice). Most sensitive first."""
+    out = []
+    probe = work / "probe.onnx"
+    it = progress(nodes, desc="sensitivity") if progress else nodes
+    for name in it:
+        quantize_onnx(src, probe, spec, calib=calib, only=[name], pad_id=pad_id, cache=cache)
+        logits = run_file(probe)
+        out.append(Sensitivity(name, float(np.mean((logits - reference) ** 2)), float(np.mean(logits.argmax(-1) != reference.argmax(-1)))))
+    probe.unlink(missing_ok=True)
+    return sorted(out, key=lambda s: (-s.flips, -s.mse))
+
+
+@dataclass
+class FallbackStep:
+    float_nodes: list[str]
+    accuracy: float
+
+
+@dataclass
+class FallbackResult:
+    """What the keep-float search did: steps tried, the nodes kept float, and whether it met the budget."""
+
+    met: bool
+    float_nodes: list[str]
+    accuracy: float
+    steps: list[FallbackStep] = field(default_factory=list)
+
+
+def keep_float_search(
+    ranking: Sequence[Sensitivity],
+    build: Callable[[list[str]], float],
+    within_budget: Callable[[float], bool],
+    *,
+    group_size: int,
+    max_float_nodes: int,
+) -> FallbackResult:
+    """Add the most sensitive nodes to the float set `group_size` at a time, rebuilding and
+    re-evaluating (`build(float_nodes) -> accuracy`) until `within_budget` or out of options."""
+    float_nodes: list[str] = []
+    steps: list[FallbackStep] = []
+    acc = float("nan")
+    order = [s.node for s in ranking]
+    while len(float_nodes) < min(max_float_nodes, len(order)):
+        room = min(group_size, max_float_nodes - len(float_nodes))
+        float_nodes = float_nodes + order[len(float_nodes) : len(float_nodes) + room]
+        acc = build(float_nodes)
+        steps.append(FallbackStep(list(float_nodes), acc))
+        if within_budget(acc):
+            return FallbackResult(True, float_nodes, acc, steps)
+    return FallbackResult(False, float_nodes, acc, steps)

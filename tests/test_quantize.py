@@ -1,0 +1,278 @@
+"""quantize: every encoder MatMul int8 (shared ALBERT weights included, quantised once), the
+file about a quarter of fp32, no accuracy collapse, the keep-float fallback, the budget gate,
+and the stage end to end through the runner (finetune -> export_onnx -> quantize)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from albert_edge.models import load_model, save_model
+from albert_edge.schema import ConfigError, build
+from compress.onnx_graph import initializer_bytes, matmul_report, preoptimize
+from compress.onnx_int8 import QuantSpec, Sensitivity, keep_float_search, quantize_onnx
+from compress.quantize import QuantizeConfig
+from device_tests.edge_runtime import open_model
+from tests.conftest import run_yaml, write_yaml
+
+torch.set_num_threads(1)
+
+# Same defaults and teacher step as conftest.TINY_YAML, so the runner reuses the session's teacher.
+HEAD = """\
+version: 1
+defaults:
+  seed: 7
+  threads: 1
+  task: {{name: sst2, max_train_rows: 400, max_eval_rows: 120, max_seq_len: 64}}
+  budget: {{max_accuracy_drop: {budget}}}
+pipelines:
+  q:
+    model: "{model}"
+    stages:
+      - finetune: {{id: teacher, train: {train}}}
+      - export_onnx: {{optimize: false, parity_rows: 32}}
+      - quantize: {quantize}
+"""
+TEACHER_TRAIN = "{epochs: 3, batch_size: 32, lr: 3.0e-3, evals_per_epoch: 1}"
+
+
+def _yaml(tmp_path, quantize: str, budget: float = 100.0, model: str = "config:tiny", train: str = TEACHER_TRAIN):
+    return write_yaml(tmp_path / "p.yaml", HEAD.format(budget=budget, model=model, train=train, quantize=quantize))
+
+
+def _shared_albert(layers: int = 4, seed: int = 0, hidden: int = 128):
+    """One ALBERT layer shared by every repeat (num_hidden_groups=1), small vocab so encoder
+    weights, not embeddings, dominate the file."""
+    from transformers import AlbertConfig, AlbertForSequenceClassification
+
+    torch.manual_seed(seed)
+    cfg = AlbertConfig(vocab_size=1000, embedding_size=64, hidden_size=hidden, num_hidden_layers=layers, num_hidden_groups=1,
+                       num_attention_heads=4, intermediate_size=4 * hidden, hidden_act="gelu", num_labels=2, pad_token_id=0)
+    return AlbertForSequenceClassification(cfg).eval()
+
+
+def _raw_export(model, path):
+    """A plain TorchScript export WITHOUT export.onnx's graph tidying: shared weights reach the
+    later layers through Identity nodes, the layout that trips ONNX Runtime's quantizer."""
+    ids = torch.randint(5, 1000, (2, 16))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, a, b, c):
+            return self.m(input_ids=a, attention_mask=b, token_type_ids=c).logits
+
+    torch.onnx.export(Logits(model), (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path), input_names=names,
+                      output_names=["logits"], dynamic_axes={n: {0: "b", 1: "s"} for n in names}, opset_version=17, dynamo=False)
+    return path
+
+
+def _feeds(n=8, seq=20, seed=1):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(5, 1000, (n, seq)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 12:] = 0
+    return ids, mask, np.zeros_like(ids)
+
+
+def test_shared_weight_matmuls_all_int8_once_and_quarter_size(tmp_path):
+    layers = 4
+    model = _shared_albert(layers, hidden=256)  # big enough that graph bytes do not swamp the ratio
+    src = _raw_export(model, tmp_path / "raw.onnx")
+    fp32 = matmul_report(src)
+    assert fp32.weight_int8 == 0 and fp32.weight_total == 1 + 6 * layers + 2  # mapping, 6 per layer, pooler, classifier
+
+    # The pitfall: quantising the export as it is leaves most of the shared encoder float.
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(src), str(tmp_path / "naive.onnx"), weight_type=QuantType.QInt8)
+    naive = matmul_report(tmp_path / "naive.onnx")
+    assert naive.weight_int8 < naive.weight_total
+
+    pre = preoptimize(src, tmp_path / "pre.onnx")
+    out = quantize_onnx(pre, tmp_path / "int8.onnx", QuantSpec("dynamic"))
+    rep = matmul_report(out)
+    assert rep.weight_total == fp32.weight_total
+    assert rep.weight_int8 == rep.weight_total, rep.float_weight_nodes  # every MatMul of every layer
+    m = onnx.load(str(out))
+    int8_weights = [i for i in m.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    assert len(int8_weights) == 1 + 6 + 2  # the shared layer's six weights are stored once, not once per layer
+    weights = initializer_bytes(out)
+    assert 0.24 < sum(weights.values()) / sum(initializer_bytes(src).values()) < 0.27, weights  # int8 weights, fp32 biases
+    ratio = out.stat().st_size / src.stat().st_size
+    assert 0.24 < ratio < 0.30, ratio  # the file, graph included
+
+    ids, mask, tt = _feeds()
+    ref = open_model(str(src), threads=1)(ids, mask, tt)
+    got = open_model(str(out), threads=1)(ids, mask, tt)
+    assert np.abs(ref - got).max() < 0.1 * np.abs(ref).max() + 1e-3  # int8 close to fp32, not collapsed
+
+
+def test_static_qdq_is_u8_s8_and_covers_every_matmul(tmp_path):
+    from albert_edge.data import Encoded
+
+    model = _shared_albert(layers=2)
+    pre = preoptimize(_raw_export(model, tmp_path / "raw.onnx"), tmp_path / "pre.onnx")
+    ids, mask, tt = _feeds(n=16)
+    calib = Encoded([list(r) for r in ids], [list(r) for r in tt], [0] * len(ids))
+    out = quantize_onnx(pre, tmp_path / "qdq.onnx", QuantSpec("static", "percentile"), calib=calib)
+    rep = matmul_report(out)
+    assert rep.weight_int8 == rep.weight_total == 1 + 6 * 2 + 2
+    assert rep.activation_int8 == rep.activation_total == 2 * 2  # attention scores and context, per layer
+    m = onnx.load(str(out))
+    inits = {i.name: i for i in m.graph.initializer}
+    q_types = {inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits}
+    assert q_types == {onnx.TensorProto.UINT8}  # activations u8 (s8s8 is slower on x86)
+    ref = open_model(str(pre), threads=1)(ids, mask, tt)
+    got = open_model(str(out), threads=1)(ids, mask, tt)
+    assert np.abs(ref - got).max() < 0.1 * np.abs(ref).max() + 1e-3
+
+
+def test_report_counts_float_matmul_of_unquantised_file(tmp_path):
+    pre = preoptimize(_raw_export(_shared_albert(layers=1), tmp_path / "raw.onnx"), tmp_path / "pre.onnx")
+    rep = matmul_report(pre)
+    assert rep.weight_int8 == 0 and len(rep.float_weight_nodes) == rep.weight_total == 1 + 6 + 2
+    keep = list(rep.float_weight_nodes[:2])
+    out = quantize_onnx(pre, tmp_path / "part.onnx", QuantSpec("dynamic"), exclude=keep)
+    assert sorted(matmul_report(out).float_weight_nodes) == sorted(keep)
+
+
+def test_keep_float_search_groups_and_stops():
+    ranking = [Sensitivity(f"n{i}", 1.0 / (i + 1), 0.0) for i in range(10)]
+    seen = []
+
+    def build(nodes):
+        seen.append(list(nodes))
+        return 0.5 + 0.05 * len(nodes)  # each float node wins back accuracy
+
+    res = keep_float_search(ranking, build, lambda a: a >= 0.75, group_size=3, max_float_nodes=8)
+    assert res.met and res.float_nodes == ["n0", "n1", "n2", "n3", "n4", "n5"]
+    assert [len(s) for s in seen] == [3, 6]
+    res = keep_float_search(ranking, build, lambda a: a >= 0.99, group_size=3, max_float_nodes=8)
+    assert not res.met and len(res.float_nodes) == 8 and [len(s.float_nodes) for s in res.steps] == [3, 6, 8]
+
+
+def test_config_checks():
+    with pytest.raises(ConfigError, match="qat is not implemented"):
+        build(QuantizeConfig, {"mode": "qat"}, "quantize")
+    with pytest.raises(ConfigError, match="primary"):
+        build(QuantizeConfig, {"onnx": ["dynamic"], "primary": "onnx-int8-static"}, "quantize")
+    with pytest.raises(ConfigError, match="calibration.method"):
+        build(QuantizeConfig, {"calibration": {"method": "kl"}}, "quantize")
+    cfg = build(QuantizeConfig, {"onnx": ["static"], "calibration": {"method": "entropy", "rows": 32}}, "quantize")
+    assert cfg.variant_names() == ["onnx-int8-static"]
+
+
+def test_stage_runs_and_output_loads(tiny_teacher, tiny_cache, tmp_path):
+    res = run_yaml(_yaml(tmp_path, "{calibration: {rows: 64}}"), "q", tiny_cache)
+    assert res.exit_code == 0, res.error
+    assert res.steps[0].status == "reused"
+    art = res.steps[-1].artifact
+    m = art.metrics
+    assert art.kind == "quantized" and m["primary"] == "onnx-int8-dynamic"
+    assert m["matmuls_int8"] == m["matmuls_total"] == 1 + 6 * 2 + 2
+    assert 0.2 < m["size_ratio"] < 0.32
+    assert m["fp32_agreement"] >= 0.95 and abs(m["macro_f1"] - m["fp32_accuracy"]) < 0.5  # no collapse
+    variants = {v["name"]: v for v in art.variants()}
+    assert set(variants) == {"onnx-int8-dynamic", "onnx-int8-static"}
+    ids, mask, tt = _feeds(n=3)
+    for v in variants.values():
+        path = art.path / v["file"]
+        assert v["format"] == "onnx" and v["size_bytes"] == path.stat().st_size and len(v["sha256"]) == 64
+        assert v["matmuls"]["float_weight_matmuls"] == [] and v["float_nodes"] == []
+        logits = open_model(str(path), threads=1)(ids, mask, tt)
+        assert logits.shape == (3, 2) and np.isfinite(logits).all()
+        assert 0.0 <= v["accuracy"] <= 1.0 and v["agreement"] >= 0.95
+    assert variants["onnx-int8-static"]["calibration"]["rows"] == 64
+    manifest = json.loads((art.path / "manifest.json").read_text())
+    assert manifest["info"]["primary"] == "onnx-int8-dynamic"
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tiny_teacher, tmp_path_factory):
+    """The trained tiny teacher with one query output row scaled x300 and the matching key row
+    /300 in every layer: fp32 logits are unchanged (q.k is the same) but per-tensor int8 of
+    those weights loses everything else in them: a real, located int8 sensitivity."""
+    model, tok, meta = load_model(tiny_teacher.model_dir)
+    with torch.no_grad():
+        for group in model.albert.encoder.albert_layer_groups:
+            att = group.albert_layers[0].attention
+            att.query.weight[0] *= 300.0
+            att.query.bias[0] *= 300.0
+            att.key.weight[0] /= 300.0
+            att.key.bias[0] /= 300.0
+    out = tmp_path_factory.mktemp("planted") / "model"
+    save_model(model, tok, out, meta)
+    return out
+
+
+def test_fallback_keeps_sensitive_nodes_float_and_lists_them(planted_dir, tmp_path):
+    q = "{onnx: [dynamic], calibration: {rows: 64}, fallback: {group_size: 2, max_float_nodes: 8}}"
+    res = run_yaml(_yaml(tmp_path, q, budget=0.0, model=f"hf:{planted_dir}", train="{epochs: 0}"), "q", tmp_path / "cache")
+    assert res.exit_code == 0, res.error
+    art = res.steps[-1].artifact
+    teacher_acc = res.steps[0].metrics["accuracy"]
+    v = art.variants()[0]
+    fb = v["fallback"]
+    assert fb["all_int8_accuracy"] < teacher_acc  # int8 really lost accuracy, so fallback ran
+    assert fb["met_budget"] and art.metrics["accuracy"] >= teacher_acc
+    nodes = art.info["float_nodes"]["onnx-int8-dynamic"]
+    assert 1 <= len(nodes) <= 8
+    assert "query" in nodes[0]["node"] and nodes[0]["sensitivity_rank"] == 1
+    assert all("budget 0" in n["reason"] for n in nodes)
+    # the file's float MatMuls are exactly the ones the fallback kept float
+    float_mm = matmul_report(art.path / v["file"]).float_weight_nodes
+    assert set(float_mm) <= {n["node"] for n in nodes} and float_mm
+    assert art.metrics["float_nodes"] == len(nodes)
+
+
+def test_budget_gate_fails_run_and_keeps_artifact(planted_dir, tmp_path):
+    q = "{onnx: [dynamic], fallback: {enabled: false}, min_agreement: 0.5}"
+    res = run_yaml(_yaml(tmp_path, q, budget=0.0, model=f"hf:{planted_dir}", train="{epochs: 0}"), "q", tmp_path / "cache")
+    assert res.exit_code == 1
+    assert "below the teacher" in res.error and "budget 0" in res.error
+    step = res.steps[-1]
+    assert step.status == "gate-failed" and step.artifact is not None
+    assert (step.artifact.path / "manifest.json").is_file() and (step.artifact.path / "model.int8-dynamic.onnx").is_file()
+
+
+def test_collapsed_int8_fails_parity(planted_dir, tmp_path):
+    q = "{onnx: [dynamic], fallback: {enabled: false}, min_agreement: 0.999}"
+    res = run_yaml(_yaml(tmp_path, q, budget=100.0, model=f"hf:{planted_dir}", train="{epochs: 0}"), "q", tmp_path / "cache")
+    assert res.exit_code == 1 and "parity check failed" in res.error and "agreement" in res.error
+
+
+def test_inc_backend(tiny_teacher, tiny_cache, tmp_path):
+    from compress.onnx_inc import inc_missing
+
+    missing = inc_missing()
+    if missing:
+        pytest.skip(missing)
+    q = "{backend: inc, onnx: [dynamic], inc_max_trials: 3}"
+    res = run_yaml(_yaml(tmp_path, q, budget=1.0), "q", tiny_cache)
+    assert res.exit_code == 0, res.error
+    v = res.steps[-1].artifact.variants()[0]
+    assert v["backend"] == "inc" and v["inc"]["baseline"] is not None and len(v["inc"]["trials"]) >= 1
+    assert v["matmuls"]["weight_matmuls_int8"] >= 1
+
+
+@pytest.mark.slow
+def test_dynamo_export_with_stale_value_info(tmp_path):
+    """dynamo routes shared weights through Transpose nodes and leaves value_info behind."""
+    model = _shared_albert(layers=3)
+    ids = torch.randint(5, 1000, (2, 16))
+    dim_b, dim_s = torch.export.Dim("b"), torch.export.Dim("s")
+    shapes = {k: {0: dim_b, 1: dim_s} for k in ("input_ids", "attention_mask", "token_type_ids")}
+    src = tmp_path / "dyn.onnx"
+    torch.onnx.export(model, (), str(src), kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)},
+                      dynamic_shapes=shapes, dynamo=True, external_data=False, opset_version=17)
+    out = quantize_onnx(preoptimize(src, tmp_path / "pre.onnx"), tmp_path / "q.onnx", QuantSpec("dynamic"))
+    rep = matmul_report(out)
+    assert rep.weight_int8 == rep.weight_total == 1 + 6 * 3 + 2
