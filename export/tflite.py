@@ -9,9 +9,9 @@ Inputs are int32 (litert-torch's default; TFLite's native index type, what Andro
 dynamic batch through the position-id arange). A caller runs the smallest bucket holding the
 real length (`edge_runtime.pick_bucket`), as `edge_runtime.open_model` does itself.
 
-fp16 and int8-dynamic are made from the fp32 file with ai-edge-quantizer (fp16 weights with
-float compute; int8 channel-wise weights with int8 dynamic-range compute), so all precisions
-share one conversion. Full-integer int8 needs the TensorFlow converter (optional extra).
+fp16, int8-dynamic and int8-static are made from the fp32 file with ai-edge-quantizer (fp16
+weights with float compute; int8 channel-wise weights with int8 dynamic-range compute; int8
+weights and activations calibrated on training rows), so all precisions share one conversion.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ from typing import Any, Literal
 import numpy as np
 
 from albert_edge.artifacts import sha256_file
+from albert_edge.data import Encoded
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from device_tests.edge_runtime import SIGNATURE_PREFIX
 
-Precision = Literal["fp32", "fp16", "int8-dynamic"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-dynamic")
+Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static")
 INPUT_DTYPE = "int32"
 MAX_BUCKET = 512  # ALBERT's position table
 
@@ -92,7 +93,7 @@ def _quiet() -> Iterator[None]:
     root.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore")
             yield
     finally:
         root.setLevel(level)
@@ -114,17 +115,42 @@ def _convert_fp32(model: Any, out_path: Path, seq_lens: Sequence[int]) -> None:
             raise TFLiteExportError(f"litert-torch could not convert the model ({type(err).__name__}: {err})") from err
 
 
-def quantize_tflite(float_file: Path, out_path: Path, precision: Precision) -> None:
-    """Write a reduced-precision copy of an fp32 .tflite file (all signatures) with ai-edge-quantizer."""
+def calibration_feeds(enc: Encoded, seq_lens: Sequence[int], pad_id: int = 0) -> dict[str, list[dict[str, np.ndarray]]]:
+    """{signature: [int32 feeds]} for static calibration: each row padded to its own bucket, as at
+    run time; a bucket no row falls in is calibrated on every row padded/truncated to it."""
+    from albert_edge.data import pad_batch
+    from device_tests.edge_runtime import pick_bucket
+
+    out = {}
+    for seq in sorted(seq_lens):
+        idx = [i for i, n in enumerate(enc.lengths()) if pick_bucket(n, seq_lens) == seq] or list(range(len(enc)))
+        rows = []
+        for i in idx:
+            b = pad_batch(enc, [i], pad_id, pad_to=seq)
+            rows.append({k: b[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")})
+        out[signature_name(seq)] = rows
+    return out
+
+
+def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
+                    calibration: dict[str, list[dict[str, np.ndarray]]] | None = None, threads: int = 1) -> None:
+    """Write a reduced-precision copy of an fp32 .tflite file (all signatures) with ai-edge-quantizer.
+
+    calibration: feeds per signature (see calibration_feeds), needed by int8-static only.
+    """
     if precision == "fp32":
         shutil.copyfile(float_file, out_path)
         return
+    if precision == "int8-static" and not calibration:
+        raise TFLiteExportError("int8-static needs calibration rows (pass calibration=calibration_feeds(...))")
     with _quiet():
         from ai_edge_quantizer import qtyping, quantizer, recipe
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
         if precision == "int8-dynamic":
             q = quantizer.Quantizer(str(float_file), recipe.dynamic_wi8_afp32())
+        elif precision == "int8-static":
+            q = quantizer.Quantizer(str(float_file), recipe.static_wi8_ai8())
         elif precision == "fp16":
             q = quantizer.Quantizer(str(float_file))
             q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
@@ -132,23 +158,29 @@ def quantize_tflite(float_file: Path, out_path: Path, precision: Precision) -> N
         else:
             raise TFLiteExportError(f"precision {precision!r} is not made by ai-edge-quantizer here (choose from {', '.join(PRECISIONS)})")
         try:
-            q.quantize(enable_progress_bar=False, enable_progress_report=False).export_model(str(out_path), overwrite=True)
+            stats = q.calibrate(calibration, num_threads=threads) if precision == "int8-static" else None
+            q.quantize(stats, enable_progress_bar=False, enable_progress_report=False).export_model(str(out_path), overwrite=True)
         except Exception as err:
             raise TFLiteExportError(f"ai-edge-quantizer could not make the {precision} file ({type(err).__name__}: {err})") from err
 
 
 def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (32, 64, 128), precision: Precision = "fp32",
-                   float_file: Path | None = None) -> dict[str, Any]:
+                   float_file: Path | None = None, calibration: Encoded | None = None, pad_id: int = 0,
+                   threads: int = 1) -> dict[str, Any]:
     """Write `model` (a HF sequence classifier) to `out_path` as one .tflite file with one
     signature per bucket in `seq_lens`, at `precision`; return its variant fields.
 
     float_file: an fp32 file from an earlier call with the same seq_lens, reused instead of
-    converting again (fp16/int8 are made from it). Raises TFLiteExportError.
+    converting again (the other precisions are made from it). calibration: tokenised rows
+    (e.g. a slice of the train split), required for int8-static. Raises TFLiteExportError.
     """
     if not seq_lens or any(not 1 <= s <= MAX_BUCKET for s in seq_lens):
         raise TFLiteExportError(f"buckets {list(seq_lens)} must be 1..{MAX_BUCKET} tokens")
     if precision not in PRECISIONS:
         raise TFLiteExportError(f"precision {precision!r}: litert-torch export makes {', '.join(PRECISIONS)}")
+    if precision == "int8-static" and (calibration is None or len(calibration) == 0):
+        raise TFLiteExportError("int8-static needs calibration rows: pass calibration=<Encoded rows of the train split>")
+    feeds = calibration_feeds(calibration, seq_lens, pad_id) if precision == "int8-static" and calibration is not None else None
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
@@ -156,12 +188,12 @@ def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (3
     if precision == "fp32":
         _convert_fp32(model, out_path, seq_lens)
     elif float_file is not None:
-        quantize_tflite(Path(float_file), out_path, precision)
+        quantize_tflite(Path(float_file), out_path, precision, feeds, threads)
     else:
         with tempfile.TemporaryDirectory(prefix="tflite-") as tmp:
             fp32 = Path(tmp) / "model.fp32.tflite"
             _convert_fp32(model, fp32, seq_lens)
-            quantize_tflite(fp32, out_path, precision)
+            quantize_tflite(fp32, out_path, precision, feeds, threads)
     buckets = sorted(seq_lens)
     return {
         "format": "tflite", "precision": precision, "seq_len": None, "buckets": buckets,
@@ -177,8 +209,10 @@ class ExportTFLiteConfig:
     """Export the latest model to TFLite (litert-torch) per precision, checked against PyTorch."""
 
     buckets: tuple[int, ...] = (32, 64, 128)
-    precisions: tuple[Literal["fp32", "fp16", "int8-dynamic"], ...] = ("fp32", "fp16", "int8-dynamic")
+    # int8-static (int8 weights and activations, calibrated) is opt-in: it costs a calibration pass
+    precisions: tuple[Literal["fp32", "fp16", "int8-dynamic", "int8-static"], ...] = ("fp32", "fp16", "int8-dynamic")
     parity_rows: int = 64
+    calibration_rows: int = 128  # train rows for int8-static
     atol: float = 1e-4
     min_agreement: float = 0.99
 
@@ -189,6 +223,7 @@ class ExportTFLiteConfig:
         require(len(self.precisions) >= 1, "precisions", "export at least one precision", "fp32, fp16, int8-dynamic")
         require(len(set(self.precisions)) == len(self.precisions), "precisions", f"{list(self.precisions)} repeats a precision")
         require(self.parity_rows >= 1, "parity_rows", "check at least one row")
+        require(self.calibration_rows >= 1, "calibration_rows", "calibrate on at least one row", "100-500 train rows")
         require(0 < self.atol <= 1, "atol", f"{self.atol} should be in (0, 1]", "fp32 files: 1e-4")
         require(0 < self.min_agreement <= 1, "min_agreement", f"{self.min_agreement} should be in (0, 1]", "0.99")
 
@@ -219,13 +254,19 @@ def export_tflite_stage(ctx: Any) -> dict[str, Any]:
     part = enc.subset(rows)
     labels = np.asarray(enc.labels)
     reference = torch_logits(model, part, pad_id=pad)
+    calib = None
+    if "int8-static" in cfg.precisions:
+        train = task_data(ctx, tok, ("train",))["train"]
+        calib = train.subset(list(range(min(cfg.calibration_rows, len(train)))))
     fp32_file = ctx.out_dir / _file_name("fp32")
     results, variants = [], []
     try:
         fp32_fields = convert_tflite(model, fp32_file, seq_lens=buckets, precision="fp32")  # the others are made from it
         for precision in sorted(cfg.precisions, key=PRECISIONS.index):
             path = ctx.out_dir / _file_name(precision)
-            fields = fp32_fields if precision == "fp32" else convert_tflite(model, path, seq_lens=buckets, precision=precision, float_file=fp32_file)
+            fields = fp32_fields if precision == "fp32" else convert_tflite(
+                model, path, seq_lens=buckets, precision=precision, float_file=fp32_file, calibration=calib, pad_id=pad,
+                threads=ctx.pipeline.threads)
             logits = file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad)
             res = check(f"tflite-{precision}", reference, logits[rows], part.labels, precision=precision, atol=cfg.atol,
                         min_agreement=cfg.min_agreement, max_accuracy_drop=ctx.max_accuracy_drop)
