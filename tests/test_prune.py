@@ -69,8 +69,6 @@ def test_sliced_model_equals_masked_model_and_is_smaller(groups, tmp_path):
     assert model.config.heads_per_group == [2] * groups
     assert count_parameters(model) < params
     # save/load: the sliced shapes survive albert_edge.models.load_model
-    from transformers import AutoTokenizer  # noqa: F401  (tokenizer is needed by save_model)
-
     from albert_edge.models import albert_tokenizer
 
     save_model(model, albert_tokenizer(), tmp_path / "m")
