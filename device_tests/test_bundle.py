@@ -57,6 +57,8 @@ def test_model_loads(bundle, variant, forced_runtime):
     model = _open(bundle, variant, forced_runtime)
     if variant.get("seq_len"):
         assert model.fixed_seq_len == variant["seq_len"], f"file runs at {model.fixed_seq_len} tokens, metadata says {variant['seq_len']}"
+    if variant.get("buckets"):
+        assert tuple(model.buckets) == tuple(sorted(variant["buckets"])), f"file has buckets {model.buckets}, metadata says {variant['buckets']}"
 
 
 def _rows(golden: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -93,7 +95,7 @@ def test_golden_vectors(bundle, variant, metadata, golden, forced_runtime):
 
 
 def test_bucket_selection(metadata):
-    buckets = metadata.get("buckets") or sorted({v["seq_len"] for v in variants_of(metadata) if v.get("seq_len")})
+    buckets = metadata.get("buckets") or sorted({b for v in variants_of(metadata) for b in (v.get("buckets") or [v.get("seq_len")]) if b})
     if not buckets:
         pytest.skip("bundle has only dynamic-length models (no buckets)")
     top = max(buckets)
