@@ -307,11 +307,19 @@ def run_on_device(device: Device, targets: list[Target], inputs: Path, cfg: Benc
             paths = [f"{remote}/{rel[f'{ti}/{fi}']}" for fi in range(len(t.files))]
             for rt in runtimes:
                 for threads in cfg.threads:
-                    if not device.python:
-                        child = _native_benchmark(device, t, paths, rt, threads, cfg)
-                    else:
-                        rc, out, err = device.run_python([f"{remote}/measure.py", *measure_args(paths, rt, threads, cfg, f"{remote}/inputs.npz")], cfg.timeout_s)
-                        child = parse_child_output(rc, out, err)
+                    try:
+                        if not device.python:
+                            child = _native_benchmark(device, t, paths, rt, threads, cfg)
+                        else:
+                            rc, out, err = device.run_python([f"{remote}/measure.py", *measure_args(paths, rt, threads, cfg, f"{remote}/inputs.npz")], cfg.timeout_s)
+                            child = parse_child_output(rc, out, err)
+                    except DeviceError as err:
+                        # a dropped connection or a timeout: keep what was measured, say what was lost
+                        child = {"ok": False, "runtime": rt, "threads": threads, "error": f"device error: {err}"}
+                        rows.extend(rows_from_child(child, t, full_stamp(device, stamp_cache), data, extra))
+                        if log is not None:
+                            log.error("  %s: %s; keeping the %d row(s) measured before it", device.name, err, len(rows) - 1)
+                        return rows
                     stamp_cache = full_stamp(device, child.get("stamp") or stamp_cache)
                     new = rows_from_child(child, t, stamp_cache, data, extra)
                     rows.extend(new)

@@ -194,3 +194,45 @@ def test_bench_cli(tiny_bundle, tmp_path, capsys):
     assert rows and {r["runtime"] for r in rows} == {"onnxruntime"} and all(r["seq_len"] == 32 for r in rows)
     assert all(r["accuracy"] is None for r in rows)  # the bundle has no eval.npz: latency only, said so
     assert "no eval.npz" in capsys.readouterr().err
+
+
+def test_dropped_device_keeps_rows_already_measured(tmp_path):
+    """A device that drops mid-run: the rows measured before the drop survive, plus an error row."""
+    from benchmarks.devices.base import DeviceError
+    from benchmarks.harness import BenchConfig, Target, run_on_device
+
+    onnx_files = []
+    for i in range(2):
+        f = tmp_path / f"m{i}.onnx"
+        f.write_bytes(b"x" * 64)
+        onnx_files.append(f)
+    npz = tmp_path / "in.npz"
+    np.savez(npz, input_ids=np.ones((2, 4), np.int64), attention_mask=np.ones((2, 4), np.int64),
+             token_type_ids=np.zeros((2, 4), np.int64), lengths=np.array([4, 4]), labels=np.array([0, 1]))
+
+    class Flaky:
+        name, python = "flaky", True
+        calls = 0
+
+        def stamp(self):
+            return {"device": "flaky", "arch": "aarch64"}
+
+        def push(self, d):
+            return str(d)
+
+        def run_python(self, args, timeout):
+            Flaky.calls += 1
+            if Flaky.calls > 1:
+                raise DeviceError("connection to flaky dropped")
+            return 0, json.dumps({"ok": True, "runtime": "onnxruntime", "threads": 1, "load_ms": 1.0, "latency": []}), ""
+
+        def close(self):
+            pass
+
+    targets = [Target(f"v{i}", "onnx", "fp32", [f], [None], {}) for i, f in enumerate(onnx_files)]
+    cfg = BenchConfig(runtimes=("onnxruntime",), threads=(1,))
+    rows = run_on_device(Flaky(), targets, npz, cfg, {})
+    assert rows[0]["variant"] == "v0" and not rows[0].get("error")
+    assert len(rows) == 2
+    assert "connection to flaky dropped" in rows[-1]["error"]
+    assert Flaky.calls == 2
