@@ -36,6 +36,7 @@ class StageSpec:
     inputs: tuple[str, ...]
     output_kind: str
     gated: bool
+    uses_budget: bool
     doc: str
 
 
@@ -50,6 +51,7 @@ def stage(
     inputs: tuple[str, ...] = ("model",),
     output: str = "model",
     gated: bool = False,
+    uses_budget: bool = False,
 ) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
     """Register `fn` as the stage `name`.
 
@@ -58,6 +60,8 @@ def stage(
     output: the kind of artifact the stage writes.
     version: bump when the stage's code changes what it writes; it is part of the cache key.
     gated: the budget gate applies to the stage's `accuracy` metric.
+    uses_budget: the stage's output depends on the budget (accuracy-aware fallback), so the
+    budget is part of its cache key; the gate alone never invalidates an artifact.
     """
 
     def register(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -69,6 +73,7 @@ def stage(
             inputs=inputs,
             output_kind=output,
             gated=gated,
+            uses_budget=uses_budget,
             doc=(fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else "",
         )
         return fn

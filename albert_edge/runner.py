@@ -120,7 +120,7 @@ def cache_key(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str,
         for role, art in inputs.items()
     }
     settings = pipeline.settings_dict()
-    if not spec.gated:
+    if not spec.uses_budget:
         settings.pop("budget")
     return stable_hash({
         "stage": spec.name, "version": spec.version, "config": step.config_dict(),
