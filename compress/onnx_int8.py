@@ -25,16 +25,24 @@ OP_TYPES = ("MatMul", "Gemm", "Gather")
 PRECISION = {"dynamic": "int8-dynamic", "static": "int8-static"}
 
 
-def encoded_batches(enc: Encoded, batch_size: int, pad_id: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Length-bucketed int64 feeds (no labels) in a fixed order."""
+def encoded_batches(enc: Encoded, batch_size: int, pad_id: int = 0, pad_to: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+    """Length-bucketed int64 feeds (no labels) in a fixed order; `pad_to` fixes the width."""
     for idx in batch_indices(enc.lengths(), batch_size, shuffle=False):
-        b = pad_batch(enc, idx, pad_id)
+        b = pad_batch(enc, idx, pad_id, pad_to=pad_to)
         yield {k: b[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def calibration_reader(enc: Encoded, batch_size: int = 32, pad_id: int = 0) -> Any:
-    """An onnxruntime CalibrationDataReader over `enc` (rewindable, as INC needs)."""
+def calibration_reader(enc: Encoded, batch_size: int = 32, pad_id: int = 0, fixed_shape: bool = False) -> Any:
+    """An onnxruntime CalibrationDataReader over `enc` (rewindable, as INC needs).
+
+    fixed_shape: one row per batch, all padded to the longest row. ORT's histogram
+    calibrators (entropy, percentile) stack every batch's tensors into one array, so
+    length-bucketed batches of different shapes fail there; they also keep every
+    intermediate tensor in memory, so give them tens of rows, not thousands.
+    """
     from onnxruntime.quantization import CalibrationDataReader
+
+    size, width = (1, max(enc.lengths())) if fixed_shape else (batch_size, None)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -45,7 +53,7 @@ def calibration_reader(enc: Encoded, batch_size: int = 32, pad_id: int = 0) -> A
             return next(self._it, None)
 
         def rewind(self) -> None:
-            self._it = encoded_batches(enc, batch_size, pad_id)
+            self._it = encoded_batches(enc, size, pad_id, width)
 
     return Reader()
 
@@ -88,7 +96,7 @@ def quantize_onnx(
         raise ValueError("static int8 needs calibration examples")
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[spec.method]
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": spec.percentile}
-    reader = calibration_reader(calib, pad_id=pad_id) if calib is not None else None
+    reader = calibration_reader(calib, pad_id=pad_id, fixed_shape=spec.method != "minmax") if calib is not None else None
     quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
                     calibration_cache_path=str(cache) if cache else None, **common)

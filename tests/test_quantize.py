@@ -115,14 +115,16 @@ def test_shared_weight_matmuls_all_int8_once_and_quarter_size(tmp_path):
     assert np.abs(ref - got).max() < 0.1 * np.abs(ref).max() + 1e-3  # int8 close to fp32, not collapsed
 
 
-def test_static_qdq_is_u8_s8_and_covers_every_matmul(tmp_path):
+@pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
+def test_static_qdq_is_u8_s8_and_covers_every_matmul(method, tmp_path):
     from albert_edge.data import Encoded
 
     model = _shared_albert(layers=2)
     pre = preoptimize(_raw_export(model, tmp_path / "raw.onnx"), tmp_path / "pre.onnx")
-    ids, mask, tt = _feeds(n=16)
-    calib = Encoded([list(r) for r in ids], [list(r) for r in tt], [0] * len(ids))
-    out = quantize_onnx(pre, tmp_path / "qdq.onnx", QuantSpec("static", "percentile"), calib=calib)
+    ids, mask, tt = _feeds(n=40)
+    rows = [list(r[: 5 + i % 16]) for i, r in enumerate(ids)]  # ragged lengths over >1 batch, as real sentences are
+    calib = Encoded(rows, [[0] * len(r) for r in rows], [0] * len(rows))
+    out = quantize_onnx(pre, tmp_path / "qdq.onnx", QuantSpec("static", method), calib=calib)
     rep = matmul_report(out)
     assert rep.weight_int8 == rep.weight_total == 1 + 6 * 2 + 2
     assert rep.activation_int8 == rep.activation_total == 2 * 2  # attention scores and context, per layer
