@@ -39,7 +39,12 @@ from device_tests.edge_runtime import SIGNATURE_PREFIX
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static"]
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8-dynamic", "int8-static")
+Granularity = Literal["channel", "tensor"]
 INPUT_DTYPE = "int32"
+# Measured: tflite-runtime 2.14 loads channel-wise int8-dynamic files but returns the same
+# logits for every input (its hybrid FULLY_CONNECTED mishandles per-channel scales), while
+# ai-edge-litert runs them correctly; tensor-wise files agree on both.
+INT8_COMPAT = {"channel": "ai-edge-litert only (tflite-runtime 2.14 gives wrong logits)", "tensor": "ai-edge-litert, tflite-runtime 2.14"}
 MAX_BUCKET = 512  # ALBERT's position table
 
 
@@ -133,10 +138,13 @@ def calibration_feeds(enc: Encoded, seq_lens: Sequence[int], pad_id: int = 0) ->
 
 
 def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
-                    calibration: dict[str, list[dict[str, np.ndarray]]] | None = None, threads: int = 1) -> None:
+                    calibration: dict[str, list[dict[str, np.ndarray]]] | None = None, threads: int = 1,
+                    granularity: Granularity = "channel") -> None:
     """Write a reduced-precision copy of an fp32 .tflite file (all signatures) with ai-edge-quantizer.
 
     calibration: feeds per signature (see calibration_feeds), needed by int8-static only.
+    granularity: int8-dynamic weight scales per output channel (more accurate) or per tensor
+    (smaller, and the only kind tflite-runtime 2.14 computes correctly, see INT8_COMPAT).
     """
     if precision == "fp32":
         shutil.copyfile(float_file, out_path)
@@ -147,7 +155,11 @@ def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
         from ai_edge_quantizer import qtyping, quantizer, recipe
         from ai_edge_quantizer.algorithm_manager import AlgorithmName
 
-        if precision == "int8-dynamic":
+        if precision == "int8-dynamic" and granularity == "tensor":
+            q = quantizer.Quantizer(str(float_file))
+            q.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=8,
+                                 granularity=qtyping.QuantGranularity.TENSORWISE)
+        elif precision == "int8-dynamic":
             q = quantizer.Quantizer(str(float_file), recipe.dynamic_wi8_afp32())
         elif precision == "int8-static":
             q = quantizer.Quantizer(str(float_file), recipe.static_wi8_ai8())
@@ -166,13 +178,14 @@ def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
 
 def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (32, 64, 128), precision: Precision = "fp32",
                    float_file: Path | None = None, calibration: Encoded | None = None, pad_id: int = 0,
-                   threads: int = 1) -> dict[str, Any]:
+                   threads: int = 1, granularity: Granularity = "channel") -> dict[str, Any]:
     """Write `model` (a HF sequence classifier) to `out_path` as one .tflite file with one
     signature per bucket in `seq_lens`, at `precision`; return its variant fields.
 
     float_file: an fp32 file from an earlier call with the same seq_lens, reused instead of
     converting again (the other precisions are made from it). calibration: tokenised rows
-    (e.g. a slice of the train split), required for int8-static. Raises TFLiteExportError.
+    (e.g. a slice of the train split), required for int8-static. granularity: int8-dynamic
+    weight scales, see quantize_tflite. Raises TFLiteExportError.
     """
     if not seq_lens or any(not 1 <= s <= MAX_BUCKET for s in seq_lens):
         raise TFLiteExportError(f"buckets {list(seq_lens)} must be 1..{MAX_BUCKET} tokens")
@@ -188,19 +201,21 @@ def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (3
     if precision == "fp32":
         _convert_fp32(model, out_path, seq_lens)
     elif float_file is not None:
-        quantize_tflite(Path(float_file), out_path, precision, feeds, threads)
+        quantize_tflite(Path(float_file), out_path, precision, feeds, threads, granularity)
     else:
         with tempfile.TemporaryDirectory(prefix="tflite-") as tmp:
             fp32 = Path(tmp) / "model.fp32.tflite"
             _convert_fp32(model, fp32, seq_lens)
-            quantize_tflite(fp32, out_path, precision, feeds, threads)
+            quantize_tflite(fp32, out_path, precision, feeds, threads, granularity)
     buckets = sorted(seq_lens)
+    extra = {"weight_granularity": granularity, "interpreters": INT8_COMPAT[granularity]} if precision == "int8-dynamic" else {}
     return {
         "format": "tflite", "precision": precision, "seq_len": None, "buckets": buckets,
         "signatures": {str(s): signature_name(s) for s in buckets}, "input_dtype": INPUT_DTYPE, "batch": 1,
         "inputs": ["input_ids", "attention_mask", "token_type_ids"], "output": "logits",
         "converter": f"litert-torch {md.version('litert-torch')}" + ("" if precision == "fp32" else " + ai-edge-quantizer"),
         "size_bytes": out_path.stat().st_size, "sha256": sha256_file(out_path), "seconds": round(time.perf_counter() - t0, 2),
+        **extra,
     }
 
 
@@ -213,6 +228,7 @@ class ExportTFLiteConfig:
     precisions: tuple[Literal["fp32", "fp16", "int8-dynamic", "int8-static"], ...] = ("fp32", "fp16", "int8-dynamic")
     parity_rows: int = 64
     calibration_rows: int = 128  # train rows for int8-static
+    int8_granularity: Literal["channel", "tensor"] = "channel"  # "tensor": also right on tflite-runtime 2.14
     atol: float = 1e-4
     min_agreement: float = 0.99
 
@@ -266,7 +282,7 @@ def export_tflite_stage(ctx: Any) -> dict[str, Any]:
             path = ctx.out_dir / _file_name(precision)
             fields = fp32_fields if precision == "fp32" else convert_tflite(
                 model, path, seq_lens=buckets, precision=precision, float_file=fp32_file, calibration=calib, pad_id=pad,
-                threads=ctx.pipeline.threads)
+                threads=ctx.pipeline.threads, granularity=cfg.int8_granularity)
             logits = file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad)
             res = check(f"tflite-{precision}", reference, logits[rows], part.labels, precision=precision, atol=cfg.atol,
                         min_agreement=cfg.min_agreement, max_accuracy_drop=ctx.max_accuracy_drop)

@@ -182,6 +182,33 @@ def test_convert_tflite_rejects_bad_requests(tiny_model, tmp_path):
         convert_tflite(model, tmp_path / "x.tflite", seq_lens=(0,), precision="fp32")
 
 
+def _int8_scale_counts(path):
+    """Number of scales of every int8 weight tensor in the file's first signature."""
+    s = pytest.importorskip("ai_edge_litert.schema_py_generated")
+    m = s.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+    return [len(t.quantization.scale) for t in m.subgraphs[0].tensors
+            if t.type == s.TensorType.INT8 and t.quantization is not None and t.quantization.scale is not None]
+
+
+def test_int8_dynamic_granularity(tflite_art, tiny_model, tmp_path):
+    """channel (default): one scale per output row; tensor: one per weight, still within parity."""
+    from export.parity import file_logits
+    from export.tflite import convert_tflite
+
+    model, tok = tiny_model
+    channel = tflite_art.path / "model.int8-dynamic.tflite"
+    assert max(_int8_scale_counts(channel)) > 1
+    out = tmp_path / "tensor.tflite"
+    v = convert_tflite(model, out, seq_lens=BUCKETS, precision="int8-dynamic", float_file=tflite_art.path / "model.fp32.tflite",
+                       granularity="tensor")
+    assert v["weight_granularity"] == "tensor" and "tflite-runtime" in v["interpreters"]
+    assert set(_int8_scale_counts(out)) == {1}
+    enc = _eval_rows(tok, rows=40)
+    fp32 = file_logits(tflite_art.path / "model.fp32.tflite", enc, buckets=BUCKETS)
+    got = file_logits(out, enc, buckets=BUCKETS)
+    assert (fp32.argmax(-1) == got.argmax(-1)).mean() >= 0.95 and 0 < np.abs(fp32 - got).max() < 0.05
+
+
 def test_calibration_feeds_pad_each_row_to_its_bucket():
     from albert_edge.data import Encoded
     from export.tflite import calibration_feeds
