@@ -2,7 +2,9 @@
 
 What works here (measured, Python 3.11, numpy 2.4, onnxruntime 1.32): onnx-neural-compressor
 1.0 installed with `--no-deps` (its metadata pins numpy<2, yet it runs on numpy 2) plus
-prettytable, py-cpuinfo, psutil and scipy. neural-compressor 3.x ships no ONNX backend.
+prettytable, py-cpuinfo, psutil and scipy. neural-compressor 3.x ships no ONNX backend;
+neural-compressor 2.6 pins numpy<2, needs pkg_resources (setuptools<81) and six, and then
+fails inside its ONNX adaptor on onnx 1.23 (`onnx.mapping` was removed).
 
 INC's tuning walks a set of whole-model configs (op-type subsets, per-channel, last MatMul
 int8 or not) and stops at the first whose accuracy is within a relative tolerance of the
