@@ -15,9 +15,10 @@ import platform
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MANIFEST = "manifest.json"
 TRACKED_LIBRARIES = (

@@ -7,8 +7,9 @@ import argparse
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from albert_edge.paths import default_cache_dir
 from albert_edge.schema import ConfigError

@@ -6,12 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from albert_edge.paths import shared_data_dir
 from albert_edge.schema import require
+
+EVAL_NPZ = "eval.npz"  # the tokenised eval set in a bundle, for devices without a tokenizer
 
 
 class DataError(ValueError):
@@ -188,7 +191,7 @@ class Encoded:
     def lengths(self) -> list[int]:
         return [len(x) for x in self.input_ids]
 
-    def subset(self, idx: list[int]) -> "Encoded":
+    def subset(self, idx: list[int]) -> Encoded:
         return Encoded([self.input_ids[i] for i in idx], [self.token_type_ids[i] for i in idx], [self.labels[i] for i in idx])
 
 
@@ -246,3 +249,23 @@ def batch_indices(lengths: list[int], batch_size: int, shuffle: bool, seed: int 
 def iter_batches(encoded: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0, pad_id: int = 0) -> Iterator[dict[str, Any]]:
     for idx in batch_indices(encoded.lengths(), batch_size, shuffle, seed):
         yield pad_batch(encoded, idx, pad_id)
+
+
+def encoded_to_npz(input_ids: list[list[int]], token_type_ids: list[list[int]], labels: list[int], path: Path, teacher_preds: list[int] | None = None) -> Path:
+    """The tokenised eval set as fixed arrays a numpy-only device can read (pad id 0, mask 0)."""
+    import numpy as np
+
+    n = len(input_ids)
+    width = max(len(r) for r in input_ids)
+    ids = np.zeros((n, width), dtype=np.int64)
+    tt = np.zeros((n, width), dtype=np.int64)
+    mask = np.zeros((n, width), dtype=np.int64)
+    for i, row in enumerate(input_ids):
+        ids[i, : len(row)] = row
+        tt[i, : len(row)] = token_type_ids[i]
+        mask[i, : len(row)] = 1
+    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt, "lengths": np.asarray([len(r) for r in input_ids], dtype=np.int64), "labels": np.asarray(labels, dtype=np.int64)}
+    if teacher_preds is not None and len(teacher_preds) == n:
+        arrays["teacher_preds"] = np.asarray(teacher_preds, dtype=np.int64)
+    np.savez(path, **arrays)
+    return path

@@ -7,8 +7,9 @@ Runtime imports of stages the pipeline never uses.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 # YAML key -> module that registers it. The single place a new stage is announced.
 STAGE_MODULES: dict[str, str] = {

@@ -8,9 +8,10 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from albert_edge.artifacts import Artifact, ArtifactStore, library_versions
 from albert_edge.config import Pipeline, Step, stable_hash

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from benchmarks.devices.base import PAYLOAD_FILES, Device, DeviceError, full_stamp, get_device, parse_spec
@@ -30,7 +31,6 @@ SCHEMA = 1
 RESULTS = "results.jsonl"
 RUNTIMES = ("onnxruntime", "litert", "tflite-runtime", "torch")
 FORMAT_RUNTIMES = {"onnx": ("onnxruntime",), "tflite": ("litert", "tflite-runtime"), "torch": ("torch",)}
-EVAL_NPZ = "eval.npz"
 
 
 @dataclass(frozen=True)
@@ -185,24 +185,6 @@ def _guess_precision(stem: str) -> str:
 
 
 # ---------------------------------------------------------------- eval inputs
-
-
-def encoded_to_npz(input_ids: list[list[int]], token_type_ids: list[list[int]], labels: list[int], path: Path, teacher_preds: list[int] | None = None) -> Path:
-    """The tokenised eval set as fixed arrays a numpy-only device can read (pad id 0, mask 0)."""
-    n = len(input_ids)
-    width = max(len(r) for r in input_ids)
-    ids = np.zeros((n, width), dtype=np.int64)
-    tt = np.zeros((n, width), dtype=np.int64)
-    mask = np.zeros((n, width), dtype=np.int64)
-    for i, row in enumerate(input_ids):
-        ids[i, : len(row)] = row
-        tt[i, : len(row)] = token_type_ids[i]
-        mask[i, : len(row)] = 1
-    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt, "lengths": np.asarray([len(r) for r in input_ids], dtype=np.int64), "labels": np.asarray(labels, dtype=np.int64)}
-    if teacher_preds is not None and len(teacher_preds) == n:
-        arrays["teacher_preds"] = np.asarray(teacher_preds, dtype=np.int64)
-    np.savez(path, **arrays)
-    return path
 
 
 def synthetic_npz(path: Path, rows: int = 8, width: int = 128, vocab: int = 30000, seed: int = 0) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require
 
@@ -139,7 +140,7 @@ def _golden_rows(ctx: Any, tok: Any, rows: int) -> tuple[list[str], Any]:
     return [ex.texts[i] for i in idx], enc.subset(idx)
 
 
-@stage("bundle", config=BundleConfig, version="1", inputs=("model", "*"), output="bundle")
+@stage("bundle", config=BundleConfig, version="2", inputs=("model", "?teacher", "*"), output="bundle")
 def bundle(ctx: Any) -> dict[str, Any]:
     """Write bundle/: model files, tokenizer, labels, metadata with sha256s, golden vectors, BUNDLE.md."""
     from albert_edge.artifacts import file_hashes, library_versions, sha256_file
@@ -199,6 +200,7 @@ def bundle(ctx: Any) -> dict[str, Any]:
                        for t, ids, tt, y in zip(texts, enc.input_ids, enc.token_type_ids, enc.labels)],
               "reference_logits": np.round(reference, 6).tolist(), "expected_logits": expected, "pad_id": pad}
     (out / GOLDEN_FILE).write_text(json.dumps(golden))
+    _write_eval_npz(ctx, tok, out / EVAL_NPZ)
     buckets = sorted({b for v in variants for b in variant_buckets(v)})
     (out / "BUNDLE.md").write_text(render_bundle_md(variants, labels, tok_files, buckets, task.max_seq_len, ctx.pipeline.random_weights))
     metadata = {
@@ -225,6 +227,18 @@ def bundle(ctx: Any) -> dict[str, Any]:
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     return {"variants": len(variants), "golden_rows": len(enc), "size_bytes": size, "size_mb": round(size / 1e6, 3),
             "random_weights": metadata["random_weights"]}
+
+
+def _write_eval_npz(ctx: Any, tok: Any, path: Path) -> None:
+    """The whole tokenised eval split (+ labels, teacher predictions), so devices and
+    `albert-edge bench` measure accuracy and agreement without a tokenizer."""
+    from albert_edge.metrics import load_predictions
+    from albert_edge.stages.common import task_data
+
+    enc = task_data(ctx, tok, ("eval",))["eval"]
+    teacher = ctx.inputs.get("teacher")
+    preds = load_predictions(teacher.path) if teacher is not None else None
+    encoded_to_npz(enc.input_ids, enc.token_type_ids, enc.labels, path, preds)
 
 
 def render_bundle_md(variants: list[dict[str, Any]], labels: list[str], tok_files: list[str], buckets: list[int], max_seq_len: int,

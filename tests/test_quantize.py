@@ -278,3 +278,18 @@ def test_dynamo_export_with_stale_value_info(tmp_path):
     out = quantize_onnx(preoptimize(src, tmp_path / "pre.onnx"), tmp_path / "q.onnx", QuantSpec("dynamic"))
     rep = matmul_report(out)
     assert rep.weight_int8 == rep.weight_total == 1 + 6 * 3 + 2
+
+
+@pytest.mark.slow
+def test_tflite_int8_from_tflite_artifact(tiny_teacher, tiny_cache, tmp_path):
+    pytest.importorskip("litert_torch")
+    text = HEAD.format(budget=100.0, model="config:tiny", train=TEACHER_TRAIN,
+                       quantize="{onnx: [], tflite: [int8-dynamic, int8-full]}")
+    text = text.replace("      - quantize:", "      - export_tflite: {buckets: [32, 64], precisions: [fp32], parity_rows: 16}\n      - quantize:")
+    res = run_yaml(write_yaml(tmp_path / "p.yaml", text), "q", tiny_cache)
+    assert res.exit_code == 0, res.error
+    art = res.steps[-1].artifact
+    (v,) = art.variants()
+    assert v["name"] == "tflite-int8-dynamic" and v["from_float_file"] and v["buckets"] == [32, 64]
+    assert v["agreement"] >= 0.95 and v["size_ratio"] < 0.6
+    assert [s["variant"] for s in art.info["skipped"]] == ["tflite-int8-full"]  # needs the TensorFlow converter
