@@ -261,7 +261,7 @@ def _tflite_variants(ctx: Any, ev: _Eval, model: Any) -> list[tuple[dict[str, An
     return out
 
 
-@stage("quantize", config=QuantizeConfig, version="1", inputs=("onnx", "model", "teacher", "?tflite"), output="quantized", gated=True)
+@stage("quantize", config=QuantizeConfig, version="1", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True)
 def quantize(ctx: Any) -> dict[str, Any]:
     """int8 ONNX (dynamic, static QDQ) and TFLite files, audited and kept within the accuracy budget."""
     from albert_edge.metrics import load_predictions
@@ -302,7 +302,9 @@ def quantize(ctx: Any) -> dict[str, Any]:
     work.mkdir()
     try:
         if cfg.onnx:
-            art = ctx.inputs["onnx"]
+            art = ctx.inputs.get("onnx")
+            if art is None:
+                raise StageError("onnx int8 needs an export_onnx step before quantize (or set onnx: [] for TFLite only)")
             v = fp32_onnx_variant(art)
             src = art.path / v["file"]
             src_bytes = src.stat().st_size
