@@ -50,6 +50,7 @@ class BenchConfig:
     include: tuple[str, ...] = ("*",)  # globs over variant names
     accuracy: bool = True
     accuracy_seq_lens: tuple[int, ...] = (128,)
+    real_lengths: bool = True  # also time batch 1 over the eval rows at their real lengths
     cv_threshold: float = 0.15
     benchmark_model: str | None = None  # adb: path of benchmark_model on the host or device
     timeout_s: float = 900.0
@@ -228,6 +229,8 @@ def measure_args(model_paths: list[str], runtime: str, threads: int, cfg: BenchC
     args += ["--warmup", str(cfg.warmup), "--warmup-min-secs", str(cfg.warmup_min_secs)]
     args += [a for b in cfg.batch_sizes for a in ("--batch", str(b))]
     args += [a for s in cfg.seq_lens for a in ("--seq-len", str(s))]
+    if cfg.real_lengths:
+        args.append("--real-lengths")
     if cfg.accuracy:
         args += ["--accuracy", *[a for s in cfg.accuracy_seq_lens for a in ("--accuracy-seq-len", str(s))]]
     return args

@@ -23,6 +23,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,7 +179,12 @@ def _open_torch(model_dir: str, threads: int) -> Callable[..., np.ndarray]:
     from transformers import AutoModelForSequenceClassification
 
     torch.set_num_threads(threads)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    try:  # on the host, albert-edge's loader also rebuilds structurally pruned (sliced) models
+        from albert_edge.models import load_model
+
+        model = load_model(Path(model_dir))[0]
+    except ImportError:
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
         with torch.inference_mode():
@@ -235,6 +241,36 @@ def measure_latency(model: Model, data: dict[str, np.ndarray], batch: int, seq_l
     }
 
 
+def measure_real_lengths(model: Model, data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
+    """Batch-1 latency over the eval rows at their real tokenised lengths (through the buckets for
+    fixed-shape files), cycling through the rows: what an app sees on real inputs."""
+    n = data["input_ids"].shape[0]
+    calls = []
+    for i in range(n):
+        fn, width = model.for_length(max(int(data["lengths"][i]), 1))
+        calls.append((fn, _batch(data, np.array([i]), width)))
+    t0 = time.perf_counter()
+    calls[0][0](*calls[0][1])
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    for fn, feeds in calls[: max(1, args.warmup)]:
+        fn(*feeds)
+    times: list[float] = []
+    start = time.perf_counter()
+    i = 0
+    while True:
+        fn, feeds = calls[i % n]
+        t0 = time.perf_counter()
+        fn(*feeds)
+        times.append((time.perf_counter() - t0) * 1000.0)
+        i += 1
+        elapsed = time.perf_counter() - start
+        if (len(times) >= max(args.runs, min(n, 4 * args.runs)) and elapsed >= args.min_secs) or elapsed >= args.max_secs:
+            break
+    stats = latency_stats(times)
+    return {"batch": 1, "seq_len": "real", "run_seq_len": float(np.mean(data["lengths"])), "first_ms": first_ms, "runs": len(times), **stats,
+            "throughput_per_s": 1000.0 / stats["mean_ms"], "times_ms": [round(t, 4) for t in times[:MAX_STORED_TIMES]]}
+
+
 def predict(model: Model, data: dict[str, np.ndarray], fixed: int | None) -> list[int]:
     """Batch-1 predictions over the eval set: each row at its real length (through the buckets),
     or padded to `fixed` tokens."""
@@ -273,6 +309,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     result["rss_after_load_mb"] = peak_rss_mb()
     result["buckets"] = model.buckets
     result["latency"] = [measure_latency(model, data, b, s, args) for s in args.seq_len for b in args.batch] if data else []
+    if data and args.real_lengths and "lengths" in data:
+        result["latency"].append(measure_real_lengths(model, data, args))
     if data and args.accuracy:
         result["preds_real"] = predict(model, data, None)
         # a fixed width a bucketed file cannot run (over its largest bucket) is left out, not faked
@@ -321,6 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-secs", type=float, default=150.0, help="but never longer")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--warmup-min-secs", type=float, default=0.5)
+    p.add_argument("--real-lengths", action="store_true", help="also time batch 1 over the eval rows at their real lengths")
     p.add_argument("--accuracy", action="store_true", help="also predict every eval row (real lengths and fixed)")
     p.add_argument("--accuracy-seq-len", type=int, action="append", help="fixed widths for accuracy (default 128)")
     args = p.parse_args(argv)

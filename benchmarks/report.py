@@ -40,6 +40,13 @@ class ReportConfig:
         require(0 < self.cv_threshold < 10, "cv_threshold", "a coefficient of variation such as 0.15")
 
 
+
+def seq_order(seq: Any) -> tuple[int, int]:
+    """Fixed widths in order, then "real" (eval rows at their own lengths), then unknown."""
+    if isinstance(seq, int):
+        return (0, seq)
+    return (1, 0) if seq == "real" else (2, 0)
+
 def typical_ms(r: dict[str, Any]) -> float | None:
     """p50 when measured, else the mean (benchmark_model prints no median on old builds)."""
     return r.get("p50_ms") if r.get("p50_ms") is not None else r.get("mean_ms")
@@ -72,7 +79,7 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
         groups.setdefault((str(r.get("device")), str(r.get("runtime"))), []).append(r)
     out = []
     for (device, runtime), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: (r.get("variant") or "", r.get("batch") or 0, r.get("seq_len") or 0, r.get("threads") or 0))
+        rs = sorted(rs, key=lambda r: (r.get("variant") or "", r.get("batch") or 0, seq_order(r.get("seq_len")), r.get("threads") or 0))
         version = next((r.get("runtime_version") for r in rs if r.get("runtime_version")), None)
         title = f"{device} / {runtime}" + (f" {version}" if version else "")
         ok = [r for r in rs if not r.get("error")]
@@ -119,7 +126,7 @@ def _points(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r.get("error") or typical_ms(r) is None or r.get("batch") not in (1, None):
             continue
         key = (r.get("device"), r.get("variant"), r.get("runtime"), r.get("threads"))
-        if key not in best or (r.get("seq_len") or 0) < (best[key].get("seq_len") or 0):
+        if key not in best or seq_order(r.get("seq_len")) < seq_order(best[key].get("seq_len")):
             best[key] = r
     return list(best.values())
 

@@ -91,6 +91,8 @@ def test_harness_every_runtime(tiny_bundle, tiny_teacher, tmp_path):
     for r in rows:
         if r["runtime"] == "tflite-runtime" and r["error"]:
             assert r["error"].startswith("runtime unavailable:"), r["error"]
+    # every file is also timed over the eval rows at their real lengths
+    assert {r["variant"] for r in ok if r["seq_len"] == "real"} == {r["variant"] for r in ok}
     for r in ok:
         assert r["runs"] >= 5 and len(r["times_ms"]) == r["runs"]
         assert 0 < r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
@@ -191,7 +193,7 @@ def test_bench_cli(tiny_bundle, tmp_path, capsys):
     assert cli_bench(SimpleNamespace(**{**vars(args), "device": "floppy"})) == 2
     assert cli_bench(args) == 0
     rows = [json.loads(x) for x in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
-    assert rows and {r["runtime"] for r in rows} == {"onnxruntime"} and all(r["seq_len"] == 32 for r in rows)
+    assert rows and {r["runtime"] for r in rows} == {"onnxruntime"} and {r["seq_len"] for r in rows} == {32, "real"}
     # the bundle carries eval.npz (the tokenised eval split): accuracy comes without a tokenizer
     assert all(isinstance(r["accuracy"], float) and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert "no eval.npz" not in capsys.readouterr().err
