@@ -343,7 +343,8 @@ def flag_rows(rows: list[dict[str, Any]], cv_threshold: float) -> list[dict[str,
     for r in rows:
         flags = set(r.get("flags") or ())
         cv = r.get("cv")
-        if cv is not None and cv > cv_threshold:
+        # over real lengths the spread is the inputs' spread, not noise
+        if cv is not None and cv > cv_threshold and r.get("seq_len") != "real":
             flags.add("noisy")
         if r.get("emulated"):
             flags.add("emulated")
