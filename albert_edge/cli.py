@@ -9,7 +9,6 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from albert_edge.paths import default_cache_dir
 from albert_edge.schema import ConfigError
@@ -65,32 +64,19 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from albert_edge.artifacts import ArtifactStore
     from albert_edge.config import load_pipeline
-    from albert_edge.registry import get_stage
-    from albert_edge.runner import _resolve_inputs, cache_key
+    from albert_edge.runner import cached_artifacts
 
     pipe = load_pipeline(args.file, args.pipeline)
-    store = ArtifactStore((args.cache_dir or default_cache_dir()) / "artifacts")
     print(f"pipeline {pipe.name}: model {pipe.model}, task {pipe.task.name}, seed {pipe.seed}, budget {pipe.budget.max_accuracy_drop}")
-    done: list[Any] = []
-    for step in pipe.steps:
-        spec = get_stage(step.stage)
-        try:
-            inputs = _resolve_inputs(spec, step, pipe, done)
-        except Exception:
-            print(f"  {step.id:16s} (inputs not built yet)")
-            break
-        key = cache_key(spec, step, pipe, inputs)
-        art, why = store.get(step.id, key, verify=not args.no_verify)
-        if art is None:
-            print(f"  {step.id:16s} {why}")
-            break
-        done.append((step, art))
+    done, why = cached_artifacts(pipe, args.cache_dir or default_cache_dir(), verify=not args.no_verify)
+    for step, art in done:
         metrics = {k: v for k, v in art.metrics.items() if not isinstance(v, (list, dict))}
         print(f"  {step.id:16s} {art.path}\n  {'':16s} {json.dumps(metrics)}")
         if args.config:
             print(f"  {'':16s} config {json.dumps(step.config_dict())}")
+    if why:
+        print(f"  not built: {why}")
     return EXIT_OK
 
 

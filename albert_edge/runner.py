@@ -115,6 +115,24 @@ def _resolve_inputs(spec: StageSpec, step: Step, pipeline: Pipeline, done: list[
     return out
 
 
+def cached_artifacts(pipeline: Pipeline, cache_dir: Path, verify: bool = True) -> tuple[list[tuple[Step, Artifact]], str]:
+    """The pipeline's completed artifacts, in step order, up to the first step not built
+    (and why it is not). Reads the cache only; builds nothing."""
+    store = ArtifactStore(cache_dir / "artifacts")
+    done: list[tuple[Step, Artifact]] = []
+    for step in pipeline.steps:
+        spec = get_stage(step.stage)
+        try:
+            inputs = _resolve_inputs(spec, step, pipeline, done)
+        except StageFailed as err:
+            return done, str(err)
+        art, why = store.get(step.id, cache_key(spec, step, pipeline, inputs), verify=verify)
+        if art is None:
+            return done, f"{step.id}: {why}"
+        done.append((step, art))
+    return done, ""
+
+
 def cache_key(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, Any]) -> str:
     keyed_inputs = {
         role: ([a.key for a in art] if isinstance(art, list) else (art.key if art else None))
