@@ -71,6 +71,10 @@ def test_valid_pipeline_loads(tmp_path):
         ("      - evaluate\n", "    task: {on_bad_row: ignore}\n", "config:tiny", "pipelines.p.task.on_bad_row", "not allowed"),
         # 15. no stages
         ("", "", "config:tiny", "pipelines.p.stages", "at least one stage"),
+        # 16. impossible sparsity
+        ("      - prune: {method: unstructured, sparsity: 1.5}\n", "", "config:tiny", "pipelines.p.stages[0].prune.sparsity", "1.5"),
+        # 17. more student layers than the teacher has
+        ("      - distill: {student: {num_hidden_layers: 8}}\n", "", "packaged:minilm-l6", "pipelines.p.stages[0].distill.student.num_hidden_layers", "6"),
     ],
 )
 def test_bad_configs_name_the_path(tmp_path, stages, extra, model, path, words):
