@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the optional INC backends are tested too (quick when already installed)
+.venv/bin/python -c "import neural_compressor, onnx_neural_compressor" 2>/dev/null || bash scripts/install-inc.sh
 if [ "${CI:-}" = "true" ] || [ "${ALBERT_EDGE_DEVICES:-}" = "1" ]; then
   if [ -f .ci/device-setup.sh ]; then bash .ci/device-setup.sh || echo "device set-up failed: qemu/ssh tests will skip" >&2; fi
 fi
