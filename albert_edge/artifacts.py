@@ -127,8 +127,9 @@ class ArtifactStore:
         extra = set(file_hashes(d)) - set(expected)
         return sorted(extra)[0] if extra else ""
 
-    def _quarantine(self, d: Path) -> None:
-        dest = self.root / "corrupt" / f"{d.name}-{int(time.time())}"
+    def _quarantine(self, d: Path, where: str = "corrupt") -> None:
+        """Move an unusable (or superseded) artifact aside: never used again, never deleted."""
+        dest = self.root / where / f"{d.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(d, dest)
 
@@ -146,8 +147,8 @@ class ArtifactStore:
             fh.flush()
             os.fsync(fh.fileno())
         final = self.dir_for(step, key)
-        if final.exists():  # a stale or forced artifact: keep it aside rather than delete work
-            self._quarantine(final)
+        if final.exists():  # a forced rebuild: keep the old one aside rather than delete work
+            self._quarantine(final, "replaced")
         os.replace(tmp, final)
         return Artifact(key, final, manifest)
 

@@ -100,7 +100,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if not root.exists():
         print(f"nothing to clean at {root}")
         return EXIT_OK
-    targets = [root] if args.all else [root / "artifacts" / "tmp", root / "artifacts" / "corrupt"]
+    targets = [root] if args.all else [root / "artifacts" / d for d in ("tmp", "corrupt", "replaced")]
     for t in targets:
         if t.exists():
             shutil.rmtree(t)
@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip sha256 verification (faster)")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("clean", help="remove half-written and corrupt artifacts (or everything)", description="Remove leftovers of interrupted runs and quarantined artifacts; --all removes the whole cache.")
+    p = sub.add_parser("clean", help="remove half-written, corrupt and replaced artifacts (or everything)", description="Remove leftovers of interrupted runs, artifacts that failed their sha256 check, and artifacts replaced by --force/--from; --all removes the whole cache.")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--all", action="store_true", help="remove the whole cache directory")
     p.set_defaults(func=cmd_clean)

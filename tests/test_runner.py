@@ -43,6 +43,9 @@ def test_rerun_reuses_and_from_rebuilds(tmp_path):
     assert statuses(partial) == ["reused", "built"]
     forced = run_yaml(y, "two", cache, force=True)
     assert statuses(forced) == ["built", "built"]
+    replaced = cache / "artifacts" / "replaced"
+    assert len(list(replaced.iterdir())) == 3  # superseded artifacts are kept aside, not deleted
+    assert main(["clean", "--cache-dir", str(cache)]) == 0 and not replaced.exists()
     manifest = json.loads((forced.steps[1].artifact.path / "manifest.json").read_text())
     assert manifest["inputs"]["model"] == forced.steps[0].artifact.key
     assert manifest["seed"] == 3 and "torch" in manifest["libraries"]
