@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from albert_edge.cli import quiet_libraries
 from albert_edge.config import load_pipeline
 from albert_edge.paths import default_cache_dir
 from albert_edge.runner import cached_artifacts
@@ -56,15 +57,13 @@ def build_baseline_b(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any
     return out, {"fp32_onnx_bytes": fp32.stat().st_size, "matmuls": report}
 
 
-def pick_c(bundle: Path) -> tuple[Target, Target]:
-    """C's int8 ONNX (the quantize stage's primary variant) and its int8 TFLite file."""
-    targets = bundle_targets(bundle)
-    onnx = [t for t in targets if t.format == "onnx" and t.precision.startswith("int8")]
-    tfl = [t for t in targets if t.format == "tflite" and t.precision.startswith("int8")]
-    if not onnx or not tfl:
-        raise SystemExit(f"{bundle}: needs an int8 .onnx and an int8 .tflite file (found {[t.name for t in targets]})")
-    onnx.sort(key=lambda t: (t.precision != "int8-dynamic", t.name))
-    return onnx[0], tfl[0]
+def pick_c(bundle: Path) -> dict[str, Target]:
+    """C: every int8 file of the bundle, labelled by runtime (C-onnx-dynamic, C-litert-dynamic, ...)."""
+    targets = [t for t in bundle_targets(bundle) if t.precision.startswith("int8")]
+    out = {f"C-{'onnx' if t.format == 'onnx' else 'litert'}-{t.precision.removeprefix('int8-')}": t for t in targets}
+    if not any(k.startswith("C-onnx") for k in out) or not any(k.startswith("C-litert") for k in out):
+        raise SystemExit(f"{bundle}: needs an int8 .onnx and an int8 .tflite file (found {[t.name for t in bundle_targets(bundle)]})")
+    return dict(sorted(out.items()))
 
 
 def row_for(rows: list[dict[str, Any]], variant: str, seq: Any) -> dict[str, Any]:
@@ -94,7 +93,7 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {t["system"]: t for t in table}
     a, b = by["A"], by["B"]
     checks = []
-    for c_label in ("C-onnx", "C-litert"):
+    for c_label in [k for k in by if k.startswith("C-")]:
         c = by[c_label]
         drop = 100 * (a["accuracy"] - c["accuracy"])
         items = [
@@ -136,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--min-secs", type=float, default=2.0)
     args = p.parse_args(argv)
+    quiet_libraries()
     pipe = load_pipeline(args.file, args.pipeline)
     done, why = cached_artifacts(pipe, args.cache_dir or default_cache_dir(), verify=True)
     arts = {s.id: a for s, a in done}
@@ -148,19 +148,19 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="compare-sst2-") as tmp:
         b_file, b_info = build_baseline_b(teacher.model_dir, Path(tmp))
-        c_onnx, c_tfl = pick_c(bundle)
+        cs = pick_c(bundle)
         targets = [
             Target("A-teacher-torch-fp32", "torch", "fp32", [teacher.model_dir], [None], {}),
             Target("B-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [b_file], [None], {}),
-            c_onnx, c_tfl,
+            *cs.values(),
         ]
         cfg = BenchConfig(devices=("local",), threads=(args.threads,), runs=args.runs, min_secs=args.min_secs, seq_lens=(128,),
                           batch_sizes=(1,), runtimes=("torch", "onnxruntime", "litert"), accuracy=True, accuracy_seq_lens=(128,))
         t0 = time.time()
         rows = benchmark(targets, bundle / "eval.npz", cfg, {"pipeline": "compare-sst2"}, None)
         sizes = {"A": (teacher.model_dir / "model.safetensors").stat().st_size, "B": b_file.stat().st_size,
-                 "C-onnx": c_onnx.size_bytes, "C-litert": c_tfl.size_bytes}
-    names = {"A": targets[0].name, "B": targets[1].name, "C-onnx": c_onnx.name, "C-litert": c_tfl.name}
+                 **{k: t.size_bytes for k, t in cs.items()}}
+    names = {"A": targets[0].name, "B": targets[1].name, **{k: t.name for k, t in cs.items()}}
     table = summarise(rows, names, sizes)
     checks = check_targets(table)
     stamp = rows[0].get("stamp") or {}
