@@ -397,7 +397,15 @@ def benchmark(targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict
     targets = [t for t in targets if any(fnmatch.fnmatch(t.name, g) for g in cfg.include)]
     rows: list[dict[str, Any]] = []
     for spec in cfg.devices:
-        device = get_device(spec, **(device_options or {}))
+        try:
+            device = get_device(spec, **(device_options or {}))
+        except DeviceError as err:  # one unreachable device must not cost the others' rows
+            if log is not None:
+                log.error("  %s: %s", spec, err)
+            data = dict(np.load(inputs))
+            child = {"ok": False, "runtime": None, "threads": None, "error": f"device unavailable: {err}"}
+            rows += [r for t in targets for r in rows_from_child(child, t, {"device": spec}, data, extra)]
+            continue
         try:
             rows += run_on_device(device, targets, inputs, cfg, extra, log)
         finally:

@@ -239,3 +239,20 @@ def test_dropped_device_keeps_rows_already_measured(tmp_path):
     assert len(rows) == 2
     assert "connection to flaky dropped" in rows[-1]["error"]
     assert Flaky.calls == 2
+
+
+def test_unavailable_device_is_error_rows_not_a_lost_run(tmp_path, monkeypatch):
+    """qemu-aarch64 not built: its rows say so; the local rows are still measured."""
+    from benchmarks.harness import BenchConfig, Target, benchmark
+
+    monkeypatch.setenv("ALBERT_EDGE_DEVICE_CACHE", str(tmp_path / "no-devices"))
+    npz = tmp_path / "in.npz"
+    np.savez(npz, input_ids=np.ones((2, 4), np.int64), attention_mask=np.ones((2, 4), np.int64),
+             token_type_ids=np.zeros((2, 4), np.int64), lengths=np.array([4, 4]), labels=np.array([0, 1]))
+    bogus = tmp_path / "m.onnx"
+    bogus.write_bytes(b"not an onnx file at all")
+    cfg = BenchConfig(devices=("local", "qemu-aarch64"), runtimes=("onnxruntime",), threads=(1,), runs=1, min_secs=0.0, warmup_min_secs=0.0)
+    rows = benchmark([Target("m", "onnx", "fp32", [bogus], [None], {})], npz, cfg, {})
+    by_device = {r["device"].split(":")[0]: r for r in rows}
+    assert "device unavailable" in by_device["qemu-aarch64"]["error"] and "qemu-aarch64" in by_device["qemu-aarch64"]["error"]
+    assert "load failed" in by_device["local"]["error"]  # the local child ran (and said why the file is bad)
