@@ -36,6 +36,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def _descendants(pid: int) -> list[int]:
     """Child processes (any depth) of pid: the per-connection sshd processes of our sshd."""
     parents: dict[int, int] = {}
@@ -229,7 +236,7 @@ def test_hung_connection_times_out_with_a_clear_error(sshd):
 
     def call() -> None:
         try:
-            dev.run(["sleep", "1"], 2)
+            dev.run(["sleep", "3"], 2)
         except BaseException as err:  # noqa: BLE001
             caught.append(err)
 
@@ -239,9 +246,17 @@ def test_hung_connection_times_out_with_a_clear_error(sshd):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not stopped:
             time.sleep(0.3)
-            stopped = [p for p in _descendants(sshd.proc.pid)]
-            for p in stopped:
-                os.kill(p, signal.SIGSTOP)
+            procs = _descendants(sshd.proc.pid)
+            # stop the session only once the remote command runs: stopping (and later killing) the
+            # login shell's start-up files half-way (pyenv's rehash, say) leaves stale locks behind
+            if not any(_cmdline(p).startswith("sleep") for p in procs):
+                continue
+            for p in procs:
+                try:  # a short-lived helper process may be gone before it is stopped
+                    os.kill(p, signal.SIGSTOP)
+                    stopped.append(p)
+                except ProcessLookupError:
+                    pass
         worker.join(timeout=20)
     finally:
         for p in stopped:
