@@ -161,6 +161,10 @@ def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
                                  granularity=qtyping.QuantGranularity.TENSORWISE)
         elif precision == "int8-dynamic":
             q = quantizer.Quantizer(str(float_file), recipe.dynamic_wi8_afp32())
+            # the embedding table per tensor: its per-row scales and zero points (30k rows x 12 B) are
+            # stored again in every bucket signature's tensor table (11.3 -> 9.5 MB, same accuracy)
+            q.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName.EMBEDDING_LOOKUP, num_bits=8,
+                                 granularity=qtyping.QuantGranularity.TENSORWISE)
         elif precision == "int8-static":
             q = quantizer.Quantizer(str(float_file), recipe.static_wi8_ai8())
         elif precision == "fp16":
@@ -248,7 +252,7 @@ def _file_name(precision: str) -> str:
     return f"model.{precision}.tflite"
 
 
-@stage("export_tflite", config=ExportTFLiteConfig, version="1", inputs=("model", "?teacher"), output="tflite")
+@stage("export_tflite", config=ExportTFLiteConfig, version="2", inputs=("model", "?teacher"), output="tflite")
 def export_tflite_stage(ctx: Any) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
     from albert_edge.runner import StageError
