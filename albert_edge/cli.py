@@ -112,7 +112,7 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     def call(args: argparse.Namespace) -> int:
         import importlib
 
-        return importlib.import_module(module).__getattribute__(func)(args)
+        return getattr(importlib.import_module(module), func)(args)
 
     return call
 

@@ -24,21 +24,14 @@ from benchmarks.harness import (
     flag_rows,
     parse_child_output,
 )
-from tests.conftest import run_yaml, write_yaml
+from tests.conftest import TINY_YAML, run_yaml, write_yaml
 
 MEASURE = Path(__file__).resolve().parents[1] / "benchmarks" / "measure.py"
-BUNDLE_YAML = """\
-version: 1
-defaults:
-  seed: 7
-  threads: 1
-  task: {name: sst2, max_train_rows: 400, max_eval_rows: 120, max_seq_len: 64}
-  budget: {max_accuracy_drop: 100.0}
-pipelines:
+# the shared tiny pipeline (its teacher is reused from the session cache) plus export and bundle
+BUNDLE_YAML = TINY_YAML + """\
   tiny-bundle:
-    model: "config:tiny"
-    stages:
-      - finetune: {id: teacher, train: {epochs: 3, batch_size: 32, lr: 3.0e-3, evals_per_epoch: 1}}
+    extends: tiny
+    append:
       - export_onnx: {parity_rows: 16, timing_runs: 3, optimize: false}
       - export_tflite: {buckets: [32, 64], precisions: [fp32, int8-dynamic], parity_rows: 16}
       - bundle: {golden_rows: 8}
