@@ -261,7 +261,7 @@ def _tflite_variants(ctx: Any, ev: _Eval, model: Any) -> list[tuple[dict[str, An
     return out
 
 
-@stage("quantize", config=QuantizeConfig, version="2", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True, uses_budget=True)
+@stage("quantize", config=QuantizeConfig, version="3", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True, uses_budget=True)
 def quantize(ctx: Any) -> dict[str, Any]:
     """int8 ONNX (dynamic, static QDQ) and TFLite files, audited and kept within the accuracy budget."""
     from albert_edge.metrics import load_predictions

@@ -354,3 +354,77 @@ def test_real_tflite_runtime_if_installed(tflite_art):
     m = er.open_model(str(tflite_art.path / v["file"]), runtime="tflite-runtime")
     ids = np.full((1, 20), 7, np.int64)
     assert m(ids, np.ones_like(ids)).shape == (1, 2)
+
+
+# --- compaction: one table per weight across bucket signatures ------------------------------
+
+
+def _signature_logits(path, buckets, seed=0):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for seq in buckets:
+        feed = {"input_ids": rng.integers(1, 1000, (1, seq)).astype(np.int32),
+                "attention_mask": np.ones((1, seq), np.int32), "token_type_ids": np.zeros((1, seq), np.int32)}
+        feed["attention_mask"][0, seq // 2:] = 0
+        out[seq] = interp.get_signature_runner(f"seq_{seq}")(**feed)["logits"]
+    return out, interp
+
+
+def test_compaction_shrinks_bucketed_files_and_keeps_logits_bit_identical(tiny_model, tmp_path):
+    from ai_edge_litert import schema_py_generated as schema
+
+    from export.tflite import _convert_fp32, quantize_tflite
+    from export.tflite_compact import compact_tflite
+
+    model, _ = tiny_model
+    buckets = (16, 32, 64)
+    raw = tmp_path / "raw.fp32.tflite"
+    _convert_fp32(model, raw, buckets)  # litert-torch's own output, not compacted
+    raw_int8 = tmp_path / "raw.int8.tflite"
+    quantize_tflite(raw, raw_int8, "int8-dynamic")
+    for src in (raw, raw_int8):
+        dst = tmp_path / f"compact.{src.name}"
+        stats = compact_tflite(src, dst)
+        assert stats.bytes_before == src.stat().st_size and stats.bytes_after == dst.stat().st_size
+        assert stats.bytes_after < stats.bytes_before
+        # every weight's table is written once, not once per signature
+        assert stats.tensor_tables_written < stats.tensors
+        before, _ = _signature_logits(src, buckets)
+        after, interp = _signature_logits(dst, buckets)
+        for seq in buckets:
+            np.testing.assert_array_equal(after[seq], before[seq])
+        # apps see the same signatures, input names and shapes
+        assert set(interp.get_signature_list()) == {f"seq_{s}" for s in buckets}
+        ins = interp.get_signature_runner("seq_16").get_input_details()
+        assert set(ins) == {"input_ids", "attention_mask", "token_type_ids"} and list(ins["input_ids"]["shape"]) == [1, 16]
+        m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(dst.read_bytes(), 0))
+        sg = m.subgraphs[0]
+        assert [sg.tensors[i].name for i in sg.inputs] == [s.tensors[i].name for s in [schema.ModelT.InitFromObj(
+            schema.Model.GetRootAsModel(src.read_bytes(), 0)).subgraphs[0]] for i in sg.inputs]
+        assert all(len(t.name) <= 8 for i, t in enumerate(sg.tensors) if i not in set(sg.inputs) | set(sg.outputs))
+        # weight data keeps the converter's 16-byte alignment
+        raw_bytes = dst.read_bytes()
+        for b in m.buffers:
+            if b.data is not None and len(b.data) > 64:
+                assert raw_bytes.find(np.asarray(b.data, np.uint8).tobytes()) % 16 == 0
+        # compacting a compacted file changes nothing that matters
+        again = compact_tflite(dst, tmp_path / "again.tflite")
+        assert abs(again.bytes_after - again.bytes_before) <= 64
+
+
+def test_exported_files_are_compacted(tflite_art):
+    for v in tflite_art.variants():
+        assert v["compaction"]["bytes_after"] == v["size_bytes"] < v["compaction"]["bytes_before"]
+
+
+def test_compaction_refuses_a_file_that_is_not_tflite(tmp_path):
+    from export.tflite_compact import compact_tflite
+
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(b"PK\x03\x04 not a flatbuffer at all")
+    with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
+        compact_tflite(bad)
+    assert bad.read_bytes().startswith(b"PK")  # left as it was
