@@ -1,8 +1,10 @@
 """Issue-6 comparison, measured side by side in one run on one machine:
 
   A  the teacher, fp32, PyTorch eager
-  B  what a user gets in one line: the teacher exported to ONNX, ORT basic pre-optimisation,
-     onnxruntime `quantize_dynamic` (s8 weights)
+  B  what a user gets in one line: the teacher exported to ONNX (transformers' default `sdpa`
+     attention), ORT basic pre-optimisation, onnxruntime `quantize_dynamic` (s8 weights)
+  B-eager  the same with eager attention traced: a stronger baseline (faster in ORT), reported
+     beside B so the ratios are not flattered by one export detail
   C  the sst2-mobile final artifact, in ONNX Runtime and in LiteRT
 
 Every (model, runtime) runs in its own fresh process, one after the other (two runtimes in one
@@ -39,8 +41,8 @@ TARGETS = {  # the issue's targets, as ratios from this one run
 }
 
 
-def build_baseline_b(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any]]:
-    """The one-line baseline: ONNX export, ORT basic pre-optimisation, quantize_dynamic."""
+def build_baseline_b(teacher_dir: Path, work: Path, attention: str = "sdpa") -> tuple[Path, dict[str, Any]]:
+    """The one-line baseline: ONNX export (`attention` traced), ORT basic pre-optimisation, quantize_dynamic."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from albert_edge.models import load_model
@@ -48,13 +50,13 @@ def build_baseline_b(teacher_dir: Path, work: Path) -> tuple[Path, dict[str, Any
     from export.onnx import export_onnx
 
     model, _, _ = load_model(teacher_dir)
-    fp32 = work / "teacher.onnx"
-    export_onnx(model, fp32)
-    pre = preoptimize(fp32, work / "teacher.basic.onnx")
-    out = work / "teacher.int8-dynamic.onnx"
+    fp32 = work / f"teacher.{attention}.onnx"
+    export_onnx(model, fp32, attention=attention)
+    pre = preoptimize(fp32, work / f"teacher.{attention}.basic.onnx")
+    out = work / f"teacher.{attention}.int8-dynamic.onnx"
     quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8)
     report = matmul_report(out).as_dict()
-    return out, {"fp32_onnx_bytes": fp32.stat().st_size, "matmuls": report}
+    return out, {"attention": attention, "fp32_onnx_bytes": fp32.stat().st_size, "matmuls": report}
 
 
 def pick_c(bundle: Path) -> dict[str, Target]:
@@ -107,7 +109,12 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             ("p50 @real: B / C", b["p50_real_ms"] / c["p50_real_ms"], b["p50_real_ms"] / c["p50_real_ms"] >= TARGETS["p50_128_lower_than_B_x"], f">= {TARGETS['p50_128_lower_than_B_x']}x"),
             ("peak RSS: C / A", c["peak_rss_mb"] / a["peak_rss_mb"], c["peak_rss_mb"] / a["peak_rss_mb"] <= TARGETS["peak_rss_fraction_of_A"], "<= 0.333"),
         ]
-        checks += [{"system": c_label, "check": n, "value": round(v, 3), "target": t, "ok": bool(ok)} for n, v, ok, t in items]
+        checks += [{"system": c_label, "check": n, "value": round(v, 3), "target": t, "ok": bool(ok), "issue_target": True} for n, v, ok, t in items]
+        if "B-eager" in by:  # the same speed targets against the stronger baseline: shown, not the issue's definition
+            be = by["B-eager"]
+            extra = [("p50 @128: B-eager / C", be["p50_128_ms"] / c["p50_128_ms"]), ("p50 @real: B-eager / C", be["p50_real_ms"] / c["p50_real_ms"])]
+            checks += [{"system": c_label, "check": n, "value": round(v, 3), "target": f">= {TARGETS['p50_128_lower_than_B_x']}x (stronger B)",
+                        "ok": bool(v >= TARGETS["p50_128_lower_than_B_x"]), "issue_target": False} for n, v in extra]
     return checks
 
 
@@ -147,33 +154,35 @@ def main(argv: list[str] | None = None) -> int:
     bundle = find_bundle(bundle_art.path)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="compare-sst2-") as tmp:
-        b_file, b_info = build_baseline_b(teacher.model_dir, Path(tmp))
+        b_file, b_info = build_baseline_b(teacher.model_dir, Path(tmp), "sdpa")
+        be_file, be_info = build_baseline_b(teacher.model_dir, Path(tmp), "eager")
         cs = pick_c(bundle)
         targets = [
             Target("A-teacher-torch-fp32", "torch", "fp32", [teacher.model_dir], [None], {}),
             Target("B-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [b_file], [None], {}),
+            Target("B-eager-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [be_file], [None], {}),
             *cs.values(),
         ]
         cfg = BenchConfig(devices=("local",), threads=(args.threads,), runs=args.runs, min_secs=args.min_secs, seq_lens=(128,),
                           batch_sizes=(1,), runtimes=("torch", "onnxruntime", "litert"), accuracy=True, accuracy_seq_lens=(128,))
         t0 = time.time()
         rows = benchmark(targets, bundle / "eval.npz", cfg, {"pipeline": "compare-sst2"}, None)
-        sizes = {"A": (teacher.model_dir / "model.safetensors").stat().st_size, "B": b_file.stat().st_size,
+        sizes = {"A": (teacher.model_dir / "model.safetensors").stat().st_size, "B": b_file.stat().st_size, "B-eager": be_file.stat().st_size,
                  **{k: t.size_bytes for k, t in cs.items()}}
-    names = {"A": targets[0].name, "B": targets[1].name, **{k: t.name for k, t in cs.items()}}
+    names = {"A": targets[0].name, "B": targets[1].name, "B-eager": targets[2].name, **{k: t.name for k, t in cs.items()}}
     table = summarise(rows, names, sizes)
     checks = check_targets(table)
     stamp = rows[0].get("stamp") or {}
     meta = {"machine": f"{stamp.get('arch', platform.machine())} {stamp.get('cpu_model')} ({stamp.get('cores')} cores, {stamp.get('os')})", "threads": args.threads,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(time.time() - t0, 1),
             "command": "python benchmarks/compare_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "teacher": str(teacher.path.name), "bundle": str(bundle_art.path.name), "baseline_b": b_info}
+            "teacher": str(teacher.path.name), "bundle": str(bundle_art.path.name), "baseline_b": b_info, "baseline_b_eager": be_info}
     text = render(table, checks, meta)
     print(text)
     (args.out / "sst2_compare.json").write_text(json.dumps({"meta": meta, "table": table, "checks": checks, "rows": rows}, indent=2, default=str))
     (args.out / "sst2_compare.md").write_text("# sst2-mobile vs the teacher and the one-line int8 baseline\n\n" + text + "\n")
     write_report(rows, args.out / "report", "sst2-mobile: A (teacher) vs B (one-line int8) vs C (albert-edge)", 0.15)
-    return 0 if all(c["ok"] for c in checks) else 1
+    return 0 if all(c["ok"] for c in checks if c["issue_target"]) else 1
 
 
 if __name__ == "__main__":

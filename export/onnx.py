@@ -12,6 +12,7 @@ both into plain initializers so every weight MatMul reads an initializer directl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -164,16 +166,39 @@ def check_shared_weights(path: Path, num_params: int, bytes_per_param: int = 4) 
     return {"initializer_bytes": got, "weight_ratio": round(got / (bytes_per_param * num_params), 4)}
 
 
-def export_onnx(model: Any, path: Path, *, opset: int = 17, exporter: str = "auto") -> dict[str, Any]:
+@contextlib.contextmanager
+def attention_implementation(model: Any, attention: str | None) -> Iterator[None]:
+    """Trace `model` with transformers' `eager` or `sdpa` attention (None: as loaded), then restore."""
+    before = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if attention is None or attention == before or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation(attention)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def export_onnx(model: Any, path: Path, *, opset: int = 17, exporter: str = "auto", attention: str | None = "eager") -> dict[str, Any]:
     """Write `model` (a HF sequence classifier) to `path` as an fp32 ONNX graph.
 
     Inputs input_ids/attention_mask/token_type_ids (int64, dynamic batch and sequence),
     output `logits`. exporter: auto (TorchScript, then dynamo), torchscript or dynamo.
-    Returns what was used: exporter, opset, size_bytes, seconds, tidy stats, fallbacks.
+    attention: the attention code traced; `eager` (explicit MatMul/Softmax) ran faster in ONNX
+    Runtime than transformers 5's default `sdpa` (sst2-mobile teacher, int8 at 128 tokens:
+    7.8 vs 9.7 ms), `sdpa` keeps the default, None leaves the model as loaded.
+    Returns what was used: exporter, opset, attention, size_bytes, seconds, tidy stats, fallbacks.
     """
+    if attention not in (None, "eager", "sdpa"):
+        raise ValueError(f"attention {attention!r}: use eager, sdpa or None")
+    with attention_implementation(model, attention):
+        return _export_onnx(model, Path(path), opset, exporter, attention)
+
+
+def _export_onnx(model: Any, path: Path, opset: int, exporter: str, attention: str | None) -> dict[str, Any]:
     import onnx
 
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     module = _logits_module(model)
     order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
@@ -192,7 +217,7 @@ def export_onnx(model: Any, path: Path, *, opset: int = 17, exporter: str = "aut
             errors.append(f"{name}: {type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}")
             path.unlink(missing_ok=True)
             continue
-        return {"exporter": name, "opset": opset, "size_bytes": path.stat().st_size,
+        return {"exporter": name, "opset": opset, "attention": attention or "as loaded", "size_bytes": path.stat().st_size,
                 "seconds": round(time.perf_counter() - t0, 2), "fallbacks": errors, **stats}
     raise ExportError("ONNX export failed: " + " | ".join(errors))
 
@@ -285,6 +310,7 @@ class ExportOnnxConfig:
 
     opset: int = 17
     exporter: Literal["auto", "dynamo", "torchscript"] = "auto"
+    attention: Literal["eager", "sdpa"] = "eager"  # eager attention ran faster in onnxruntime (see export_onnx)
     parity_rows: int = 64
     atol: float = 1e-4
     optimize: bool = True
@@ -306,7 +332,7 @@ def file_variant(name: str, path: Path, art_dir: Path, precision: str, parity: A
             "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "parity_rows": parity.rows, **extra}
 
 
-@stage("export_onnx", config=ExportOnnxConfig, version="1", inputs=("model", "?teacher"), output="onnx")
+@stage("export_onnx", config=ExportOnnxConfig, version="2", inputs=("model", "?teacher"), output="onnx")
 def export_onnx_stage(ctx: Any) -> dict[str, Any]:
     """Export to ONNX (shared weights kept shared), pick the ORT optimisation level by timing, check parity."""
     from albert_edge.models import count_parameters
@@ -319,7 +345,7 @@ def export_onnx_stage(ctx: Any) -> dict[str, Any]:
     params = count_parameters(model)
     path = ctx.out_dir / "model.onnx"
     try:
-        used = export_onnx(model, path, opset=cfg.opset, exporter=cfg.exporter)
+        used = export_onnx(model, path, opset=cfg.opset, exporter=cfg.exporter, attention=cfg.attention)
         weights = check_shared_weights(path, params)
     except ExportError as err:
         raise StageError(str(err)) from None

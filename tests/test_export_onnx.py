@@ -168,3 +168,29 @@ def test_albert_base_shared_layer_stays_shared(tmp_path):
     assert path.stat().st_size <= 50 * 1024 * 1024, path.stat().st_size
     assert check_shared_weights(path, params)["weight_ratio"] <= 1.01
     print(json.dumps({"exporter": info["exporter"], "size_mb": path.stat().st_size / 1e6, "params": params}))
+
+
+def test_attention_implementation_is_chosen_for_the_trace_and_restored(tmp_path):
+    import torch
+
+    from device_tests.edge_runtime import open_model
+    from export.onnx import export_onnx
+    from export.parity import check
+
+    model = _tiny_model()
+    loaded = model.config._attn_implementation
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, 1000, size=(3, 19))
+    mask = np.ones_like(ids)
+    mask[2, 7:] = 0
+    with torch.no_grad():
+        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).logits.numpy()
+    for attention in ("eager", "sdpa"):
+        path = tmp_path / f"{attention}.onnx"
+        info = export_onnx(model, path, attention=attention)
+        assert info["attention"] == attention
+        assert model.config._attn_implementation == loaded  # the caller's model is left as it was
+        got = open_model(str(path), threads=1)(ids, mask)
+        assert check(attention, ref, got, ref.argmax(-1), precision="fp32").ok
+    with pytest.raises(ValueError, match="attention 'flash'"):
+        export_onnx(model, tmp_path / "x.onnx", attention="flash")
