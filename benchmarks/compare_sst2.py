@@ -41,15 +41,14 @@ TARGETS = {  # the issue's targets, as ratios from this one run
 }
 
 
-def build_baseline_b(teacher_dir: Path, work: Path, attention: str = "sdpa") -> tuple[Path, dict[str, Any]]:
-    """The one-line baseline: ONNX export (`attention` traced), ORT basic pre-optimisation, quantize_dynamic."""
+def build_baseline_b(model: Any, work: Path, attention: str = "sdpa") -> tuple[Path, dict[str, Any]]:
+    """The one-line baseline from the teacher `model`: ONNX export (`attention` traced), ORT basic
+    pre-optimisation, quantize_dynamic."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from albert_edge.models import load_model
     from compress.onnx_graph import matmul_report, preoptimize
     from export.onnx import export_onnx
 
-    model, _, _ = load_model(teacher_dir)
     fp32 = work / f"teacher.{attention}.onnx"
     export_onnx(model, fp32, attention=attention)
     pre = preoptimize(fp32, work / f"teacher.{attention}.basic.onnx")
@@ -61,10 +60,11 @@ def build_baseline_b(teacher_dir: Path, work: Path, attention: str = "sdpa") -> 
 
 def pick_c(bundle: Path) -> dict[str, Target]:
     """C: every int8 file of the bundle, labelled by runtime (C-onnx-dynamic, C-litert-dynamic, ...)."""
-    targets = [t for t in bundle_targets(bundle) if t.precision.startswith("int8")]
-    out = {f"C-{'onnx' if t.format == 'onnx' else 'litert'}-{t.precision.removeprefix('int8-')}": t for t in targets}
+    every = bundle_targets(bundle)
+    out = {f"C-{'onnx' if t.format == 'onnx' else 'litert'}-{t.precision.removeprefix('int8-')}": t
+           for t in every if t.precision.startswith("int8")}
     if not any(k.startswith("C-onnx") for k in out) or not any(k.startswith("C-litert") for k in out):
-        raise SystemExit(f"{bundle}: needs an int8 .onnx and an int8 .tflite file (found {[t.name for t in bundle_targets(bundle)]})")
+        raise SystemExit(f"{bundle}: needs an int8 .onnx and an int8 .tflite file (found {[t.name for t in every]})")
     return dict(sorted(out.items()))
 
 
@@ -154,8 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     bundle = find_bundle(bundle_art.path)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="compare-sst2-") as tmp:
-        b_file, b_info = build_baseline_b(teacher.model_dir, Path(tmp), "sdpa")
-        be_file, be_info = build_baseline_b(teacher.model_dir, Path(tmp), "eager")
+        from albert_edge.models import load_model
+
+        teacher_model = load_model(teacher.model_dir)[0]
+        b_file, b_info = build_baseline_b(teacher_model, Path(tmp), "sdpa")
+        be_file, be_info = build_baseline_b(teacher_model, Path(tmp), "eager")
+        del teacher_model  # A is measured in its own process from the saved weights
         cs = pick_c(bundle)
         targets = [
             Target("A-teacher-torch-fp32", "torch", "fp32", [teacher.model_dir], [None], {}),

@@ -15,7 +15,7 @@ once per bucket. On sst2-mobile's 5-bucket int8 file that was 1.5 MB of 9.5 MB.
   flatbuffer format allows (an offset may point at a table another offset already points at);
 - weight buffers are stored inline, 16-byte aligned as the TFLite converter stores them.
 Operators, buffers' bytes, shapes and quantisation values are untouched, so logits are
-bit-identical; `tests/test_tflite_compact.py` checks that on every signature.
+bit-identical; `tests/test_export_tflite.py` checks that on every signature.
 """
 
 from __future__ import annotations
@@ -93,12 +93,12 @@ def _sharing_classes(schema: Any) -> tuple[type, type, type, dict[str, int]]:
     class SharedTensor(schema.TensorT):  # type: ignore[name-defined,misc]
         def Pack(self, builder: Any) -> int:  # noqa: N802
             key = _tensor_key(self)
-            if key is None or ("t", key) not in memo:
-                offset = super().Pack(builder)
+            if key is None:
                 counts["tensor_tables_written"] += 1
-                if key is None:
-                    return offset
-                memo[("t", key)] = offset
+                return super().Pack(builder)
+            if ("t", key) not in memo:
+                memo[("t", key)] = super().Pack(builder)
+                counts["tensor_tables_written"] += 1
             return memo[("t", key)]
 
     class AlignedBuffer(schema.BufferT):  # type: ignore[name-defined,misc]
