@@ -33,30 +33,15 @@ from typing import Any
 import yaml
 
 from albert_edge import models
+from albert_edge.budget import Budget
 from albert_edge.data import TaskConfig
 from albert_edge.registry import STAGE_MODULES, get_stage
-from albert_edge.schema import ConfigError, FieldError, build, require, to_dict
+from albert_edge.schema import ConfigError, FieldError, build, to_dict
 
 PIPELINE_KEYS = {
     "description", "model", "task", "seed", "threads", "budget", "teacher", "stages",
     "extends", "set", "drop", "append",
 }
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Accuracy the pipeline may lose against the teacher, in percentage points."""
-
-    max_accuracy_drop: float | None = None
-
-    def check(self) -> None:
-        if self.max_accuracy_drop is not None:
-            require(
-                0 <= self.max_accuracy_drop <= 100,
-                "max_accuracy_drop",
-                f"{self.max_accuracy_drop} is not a number of points between 0 and 100",
-                "use 1.0 for 'at most one accuracy point lost'",
-            )
 
 
 @dataclass(frozen=True)

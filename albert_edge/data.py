@@ -39,13 +39,16 @@ class TaskConfig:
     max_seq_len: int = 128
     max_train_rows: int | None = None
     max_eval_rows: int | None = None
+    # Rows carved from train, never trained on, that make every choice (best checkpoint,
+    # fallback, tuning, gates); the eval file is only reported. None: min(2000, 10 % of train).
+    validation_rows: int | None = None
     on_bad_row: Literal["error", "skip"] = "error"
 
     def check(self) -> None:
         require(self.num_labels >= 2, "num_labels", "a classifier needs at least 2 labels")
         require(len(self.label_names) == self.num_labels, "label_names", f"{len(self.label_names)} names for {self.num_labels} labels")
         require(8 <= self.max_seq_len <= 4096, "max_seq_len", f"{self.max_seq_len} is outside 8..4096")
-        for key in ("max_train_rows", "max_eval_rows"):
+        for key in ("max_train_rows", "max_eval_rows", "validation_rows"):
             val = getattr(self, key)
             require(val is None or val > 0, key, f"{val} rows: give a positive count or leave it out")
 
@@ -113,8 +116,45 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | None, st
             yield lineno, dict(zip(header, row)), ""
 
 
-def read_examples(task: TaskConfig, split: Literal["train", "eval"]) -> Examples:
-    """Read one split; malformed rows raise DataError (file:line) or are skipped and counted."""
+Split = Literal["train", "validation", "eval"]
+VALIDATION_SEED = 20240917  # fixed, independent of the pipeline seed: every run and seed selects on the same rows
+
+
+def read_examples(task: TaskConfig, split: Split) -> Examples:
+    """One split. `train` and `validation` are the train file minus / only the held-out rows
+    (`validation_split`); `eval` is the eval file, kept for reporting."""
+    if split == "eval":
+        return _read_file_split(task, "eval")
+    full = _read_file_split(task, "train")
+    val_idx, train_idx = validation_split(full.texts, task.validation_rows, full.source)
+    keep = val_idx if split == "validation" else train_idx
+    return Examples(
+        [full.texts[i] for i in keep],
+        None if full.pairs is None else [full.pairs[i] for i in keep],
+        [full.labels[i] for i in keep],
+        full.skipped,
+        full.source,
+    )
+
+
+def validation_split(texts: list[str], rows: int | None, source: str = "train") -> tuple[list[int], list[int]]:
+    """(validation indices, train indices), deterministic for the same rows. Rows whose text
+    equals a validation row's are left out of train too, so no validation text is trained on."""
+    n = len(texts)
+    want = min(2000, max(1, n // 10)) if rows is None else rows
+    if want > n // 2:
+        raise DataError(f"{source}: task.validation_rows {want} would hold out more than half of the {n} train rows; "
+                        f"use at most {n // 2}")
+    order = random.Random(VALIDATION_SEED).sample(range(n), n)
+    val_idx = sorted(order[:want])
+    held = {texts[i] for i in val_idx}
+    chosen = set(val_idx)
+    train_idx = [i for i in range(n) if i not in chosen and texts[i] not in held]
+    return val_idx, train_idx
+
+
+def _read_file_split(task: TaskConfig, split: Literal["train", "eval"]) -> Examples:
+    """Read one file; malformed rows raise DataError (file:line) or are skipped and counted."""
     if task.hf_dataset:
         return _read_hf(task, split)
     path = task.files()[split]
@@ -244,11 +284,6 @@ def batch_indices(lengths: list[int], batch_size: int, shuffle: bool, seed: int 
     if shuffle:
         rng.shuffle(batches)
     return batches
-
-
-def iter_batches(encoded: Encoded, batch_size: int, shuffle: bool = False, seed: int = 0, pad_id: int = 0) -> Iterator[dict[str, Any]]:
-    for idx in batch_indices(encoded.lengths(), batch_size, shuffle, seed):
-        yield pad_batch(encoded, idx, pad_id)
 
 
 def encoded_to_npz(input_ids: list[list[int]], token_type_ids: list[list[int]], labels: list[int], path: Path, teacher_preds: list[int] | None = None) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from albert_edge.artifacts import Artifact, ArtifactStore, library_versions
+from albert_edge.budget import Budget, judge
 from albert_edge.config import Pipeline, Step, stable_hash
 from albert_edge.registry import StageSpec, get_stage
 from albert_edge.schema import to_dict
@@ -55,8 +56,8 @@ class StageContext:
         return None if t is None else t.metrics.get("accuracy")
 
     @property
-    def max_accuracy_drop(self) -> float | None:
-        return self.pipeline.budget.max_accuracy_drop
+    def budget(self) -> Budget:
+        return self.pipeline.budget
 
     def progress(self, iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
         from tqdm.auto import tqdm
@@ -253,19 +254,23 @@ def _build(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, An
 
 
 def _gate(spec: StageSpec, pipeline: Pipeline, inputs: dict[str, Any], art: Artifact) -> str:
-    budget = pipeline.budget.max_accuracy_drop
+    """The budget gate of a gated stage: the stage's own verdict over its files when it gives
+    one, else its validation accuracy judged against the teacher's (albert_edge.budget)."""
+    if not spec.gated:
+        return ""
+    own = art.metrics.get("verdict")
+    if isinstance(own, dict):
+        return "" if own.get("passed") else f"{art.step}: {'; '.join(own.get('reasons') or ['failed'])}; artifact kept at {art.path}"
     teacher = inputs.get("teacher")
-    acc = art.metrics.get("accuracy")
-    if not spec.gated or budget is None or teacher is None or acc is None:
+    if pipeline.budget.max_accuracy_drop is None or teacher is None:
         return ""
-    t_acc = teacher.metrics.get("accuracy")
-    if t_acc is None:
+    key = "val_accuracy" if "val_accuracy" in art.metrics and "val_accuracy" in teacher.metrics else "accuracy"
+    acc, ref = art.metrics.get(key), teacher.metrics.get(key)
+    if acc is None or ref is None:
         return ""
-    drop = 100.0 * (t_acc - acc)
-    if drop > budget + 1e-9:
-        return (f"{art.step}: accuracy {100 * acc:.2f}% is {drop:.2f} points below the teacher's "
-                f"{100 * t_acc:.2f}% (budget {budget:g}); artifact kept at {art.path}")
-    return ""
+    verdict = judge(art.step, pipeline.budget, accuracy=acc, reference=ref, rows=int(art.metrics.get("val_n") or 0),
+                           split="validation" if key == "val_accuracy" else "eval")
+    return "" if verdict.passed else f"{verdict.message()}; artifact kept at {art.path}"
 
 
 def _short_metrics(m: dict[str, Any]) -> str:

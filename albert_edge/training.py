@@ -1,5 +1,5 @@
 """The one training loop: AdamW, linear warm-up and decay, seeded, best checkpoint on the
-eval set. Fine-tuning, distillation, pruning recovery and QAT all call `train` with their loss."""
+held-out validation rows. Fine-tuning, distillation and pruning recovery call `train` with their loss."""
 
 from __future__ import annotations
 
@@ -95,10 +95,31 @@ def total_steps(num_examples: int, cfg: TrainConfig) -> int:
     return max(1, round(per_epoch * cfg.epochs)) if cfg.epochs > 0 else 0
 
 
+class ProgressLog:
+    """Steady progress lines for logs when no progress bar is drawn (CI, `| tee`, nohup):
+    one line every `every_s` seconds or every `every_frac` of the work, whichever comes first."""
+
+    def __init__(self, total: int, what: str = "train", every_s: float = 30.0, every_frac: float = 0.1) -> None:
+        self.total, self.what, self.every_s = max(1, total), what, every_s
+        self.every_steps = max(1, int(self.total * every_frac))
+        self.t0 = self.last_t = time.perf_counter()
+        self.last_step = 0
+
+    def update(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if step < self.total and now - self.last_t < self.every_s and step - self.last_step < self.every_steps:
+            return
+        elapsed = now - self.t0
+        eta = elapsed / step * (self.total - step) if step else 0.0
+        log.info("  %s step %d/%d (%.0f%%) loss %.4f, %.0fs elapsed, ~%.0fs left", self.what, step, self.total,
+                 100.0 * step / self.total, loss, elapsed, eta)
+        self.last_t, self.last_step = now, step
+
+
 def train(
     model: Any,
     train_enc: Encoded,
-    eval_enc: Encoded,
+    val_enc: Encoded,
     cfg: TrainConfig,
     loss_fn: Callable[[Any, dict[str, Any]], Any] = cross_entropy_loss,
     *,
@@ -109,7 +130,8 @@ def train(
     params: list[Any] | None = None,
     best_from: int = 0,
 ) -> TrainResult:
-    """Train `model` in place and leave it at its best eval-accuracy checkpoint.
+    """Train `model` in place and leave it at its best checkpoint by accuracy on `val_enc`
+    (held-out rows carved from train: the reported eval split never makes this choice).
 
     loss_fn(model, torch_batch) -> scalar loss. on_step(step, total) runs after each
     optimiser step (gradual pruning uses it). params: extra trainable parameters
@@ -131,14 +153,15 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
 
     def evaluate() -> float:
-        logits = predict_logits(model, eval_enc, cfg.eval_batch_size, pad_id)
-        return float((logits.argmax(-1) == np.asarray(eval_enc.labels)).mean())
+        logits = predict_logits(model, val_enc, cfg.eval_batch_size, pad_id)
+        return float((logits.argmax(-1) == np.asarray(val_enc.labels)).mean())
 
     best_acc, best_step, best_state = -1.0, 0, None
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
     step = 0
     bar = progress(total=total, desc="train") if progress else None
+    steady = ProgressLog(total) if bar is None or getattr(bar, "disable", False) else None
     epoch = 0
     running = 0.0
     while step < total:
@@ -156,13 +179,15 @@ def train(
             running = 0.98 * running + 0.02 * value if step > 1 else value
             if on_step:
                 on_step(step, total)
-            if bar is not None:
+            if steady is not None:
+                steady.update(step, running)
+            elif bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{running:.4f}")
             if step % eval_every == 0 or step == total:
                 acc = evaluate()
-                history.append({"step": step, "loss": running, "accuracy": acc})
-                log.info("  step %d/%d loss %.4f eval accuracy %.2f%%", step, total, running, 100 * acc)
+                history.append({"step": step, "loss": running, "val_accuracy": acc})
+                log.info("  step %d/%d loss %.4f validation accuracy %.2f%%", step, total, running, 100 * acc)
                 if step >= best_from and acc > best_acc:
                     best_acc, best_step = acc, step
                     best_state = copy.deepcopy(model.state_dict())

@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.budget import drop_points
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
-from albert_edge.stages.common import evaluate_and_save, task_data
+from albert_edge.stages.common import evaluate_and_save, selection_note, task_data
 from albert_edge.training import TrainConfig, train
 from compress.losses import DistillLossConfig, build_loss
 from compress.student import InitConfig, StudentConfig, build_student
@@ -49,7 +50,7 @@ class DistillConfig:
             raise FieldError("student.num_attention_heads", f"the teacher's hidden size {hidden} is not divisible by {self.student.num_attention_heads} heads")
 
 
-@stage("distill", config=DistillConfig, version="1", inputs=("teacher",), output="model", gated=True)
+@stage("distill", config=DistillConfig, version="2", inputs=("teacher",), output="model", gated=True)
 def distill(ctx: Any) -> dict[str, Any]:
     """Distil the teacher into an ALBERT student (layer selection, shared groups, SVD embeddings)."""
     from albert_edge.runner import StageError
@@ -72,14 +73,14 @@ def distill(ctx: Any) -> dict[str, Any]:
     t_params, s_params = count_parameters(teacher), count_parameters(student)
     ctx.log.info("  student %d params (teacher %d, %.1fx smaller), %d train rows", s_params, t_params, t_params / s_params, len(data["train"]))
     with loss.context(student):
-        res = train(student, data["train"], data["eval"], cfg.train, loss, seed=ctx.pipeline.seed, pad_id=pad,
+        res = train(student, data["train"], data["validation"], cfg.train, loss, seed=ctx.pipeline.seed, pad_id=pad,
                     progress=ctx.progress, params=loss.params)
-    ctx.info.update(history=res.history, init=notes, layer_map=loss.layer_map)
-    metrics = evaluate_and_save(ctx, student, tok, data["eval"], {"distilled_from": ctx.inputs["teacher"].key, "init": notes})
+    ctx.info.update(history=res.history, init=notes, layer_map=loss.layer_map, selection=selection_note(data, "best checkpoint"))
+    metrics = evaluate_and_save(ctx, student, tok, data, {"distilled_from": ctx.inputs["teacher"].key, "init": notes})
     metrics.update(
         teacher_params=t_params, compression=round(t_params / s_params, 2), train_seconds=round(res.seconds, 1),
         steps=res.steps, best_step=res.best_step, teacher_forward_batches=loss.teacher_batches,
     )
     if ctx.teacher_accuracy is not None:
-        metrics["accuracy_drop_points"] = round(100 * (ctx.teacher_accuracy - metrics["accuracy"]), 2)
+        metrics["accuracy_drop_points"] = round(drop_points(ctx.teacher_accuracy, metrics["accuracy"]), 2)
     return metrics

@@ -12,7 +12,7 @@ from albert_edge.data import batch_indices, pad_batch
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
 from albert_edge.schema import require
-from albert_edge.stages.common import evaluate_and_save, task_data
+from albert_edge.stages.common import evaluate_and_save, selection_note, task_data
 from albert_edge.training import TrainConfig, predict_logits, to_torch, total_steps, train
 from compress import sparsity as sp
 from compress import structured as st
@@ -85,7 +85,7 @@ def _structured(ctx: Any, model: Any, loss: Any, data: dict[str, Any], pad: int)
             "heads_per_group": model.config.heads_per_group}
 
 
-@stage("prune", config=PruneConfig, version="1", inputs=("model", "teacher"), output="model", gated=True)
+@stage("prune", config=PruneConfig, version="2", inputs=("model", "teacher"), output="model", gated=True)
 def prune(ctx: Any) -> dict[str, Any]:
     """Prune heads/FFN neurons (sliced) or weights (gradual magnitude), then recover with KD."""
     from albert_edge.runner import StageError
@@ -103,7 +103,7 @@ def prune(ctx: Any) -> dict[str, Any]:
     on_step, best_from, pruner = None, 0, None
     if cfg.method == "structured":
         metrics.update(_structured(ctx, model, loss, data, pad))
-        metrics["accuracy_before_recovery"] = _accuracy(model, data["eval"], pad)
+        metrics["val_accuracy_before_recovery"] = _accuracy(model, data["validation"], pad)
     else:
         weights = sp.prunable_weights(model, cfg.include_embeddings)
         start, end = sp.schedule_window(total, cfg.prune_start, cfg.prune_end)
@@ -119,9 +119,10 @@ def prune(ctx: Any) -> dict[str, Any]:
     res = None
     if total > 0:
         with loss.context(model):
-            res = train(model, data["train"], data["eval"], cfg.recovery, loss, seed=ctx.pipeline.seed, pad_id=pad,
+            res = train(model, data["train"], data["validation"], cfg.recovery, loss, seed=ctx.pipeline.seed, pad_id=pad,
                         progress=ctx.progress, on_step=on_step, params=loss.params, best_from=best_from)
         ctx.info["history"] = res.history
+        ctx.info["selection"] = selection_note(data, "best recovery checkpoint")
     if pruner is not None:
         pruner.finish()
         if isinstance(pruner, sp.GradualMagnitudePruner):
@@ -129,7 +130,7 @@ def prune(ctx: Any) -> dict[str, Any]:
         metrics["sparsity"] = round(sp.measured_sparsity(weights), 4)
         metrics["model_sparsity"] = round(sp.model_sparsity(model), 4)
         ctx.log.info("  sparsity %.1f%% of pruned weights, %.1f%% of all parameters", 100 * metrics["sparsity"], 100 * metrics["model_sparsity"])
-    metrics.update(evaluate_and_save(ctx, model, tok, data["eval"], {**meta, "pruned_from": src.key, "prune_method": cfg.method}))
+    metrics.update(evaluate_and_save(ctx, model, tok, data, {**meta, "pruned_from": src.key, "prune_method": cfg.method}))
     metrics.update(params_before=params_before, recovery_seconds=round(res.seconds, 1) if res else 0.0, recovery_steps=res.steps if res else 0)
     metrics["size_bytes"] = sp.weights_file(ctx.out_dir / "model").stat().st_size
     metrics["gzip_bytes"] = sp.gzip_size(sp.weights_file(ctx.out_dir / "model"))

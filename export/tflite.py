@@ -241,7 +241,6 @@ class ExportTFLiteConfig:
     calibration_rows: int = 128  # train rows for int8-static
     int8_granularity: Literal["channel", "tensor"] = "channel"  # "tensor": also right on tflite-runtime 2.14
     atol: float = 1e-4
-    min_agreement: float = 0.99
 
     def check(self) -> None:
         require(len(self.buckets) >= 1, "buckets", "give at least one sequence length", "e.g. [32, 64, 128]")
@@ -252,7 +251,6 @@ class ExportTFLiteConfig:
         require(self.parity_rows >= 1, "parity_rows", "check at least one row")
         require(self.calibration_rows >= 1, "calibration_rows", "calibrate on at least one row", "100-500 train rows")
         require(0 < self.atol <= 1, "atol", f"{self.atol} should be in (0, 1]", "fp32 files: 1e-4")
-        require(0 < self.min_agreement <= 1, "min_agreement", f"{self.min_agreement} should be in (0, 1]", "0.99")
 
 
 def _file_name(precision: str) -> str:
@@ -265,21 +263,21 @@ def export_tflite_stage(ctx: Any) -> dict[str, Any]:
     from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model, task_data
     from device_tests.edge_runtime import ModelLoadError
-    from export.parity import check, clip_encoded, file_logits, require_parity, torch_logits
+    from export.parity import check, clip_encoded, file_logits, require_parity, split_accuracies, torch_logits
 
     cfg: ExportTFLiteConfig = ctx.config
     model, tok, _ = load_input_model(ctx)
     pad = tok.pad_token_id or 0
     buckets = tuple(sorted(cfg.buckets))
-    enc = task_data(ctx, tok, ("eval",))["eval"]
-    longest = max(enc.lengths())
-    if longest > buckets[-1]:
-        ctx.log.info("  %d eval rows exceed the largest bucket %d and are truncated to it (as on a device)",
-                     sum(n > buckets[-1] for n in enc.lengths()), buckets[-1])
-    enc = clip_encoded(enc, buckets[-1])
-    rows = list(range(min(cfg.parity_rows, len(enc))))
-    part = enc.subset(rows)
-    labels = np.asarray(enc.labels)
+    data = task_data(ctx, tok, ("validation", "eval"))
+    top = buckets[-1]
+    for split, split_enc in data.items():
+        if max(split_enc.lengths()) > top:
+            ctx.log.info("  %d %s rows exceed the largest bucket %d and are truncated to it (as on a device)",
+                         sum(n > top for n in split_enc.lengths()), split, top)
+    val, enc = clip_encoded(data["validation"], top), clip_encoded(data["eval"], top)
+    rows = list(range(min(cfg.parity_rows, len(val))))
+    part = val.subset(rows)
     reference = torch_logits(model, part, pad_id=pad)
     calib = None
     if "int8-static" in cfg.precisions:
@@ -294,14 +292,15 @@ def export_tflite_stage(ctx: Any) -> dict[str, Any]:
             fields = fp32_fields if precision == "fp32" else convert_tflite(
                 model, path, seq_lens=buckets, precision=precision, float_file=fp32_file, calibration=calib, pad_id=pad,
                 threads=ctx.pipeline.threads, granularity=cfg.int8_granularity)
-            logits = file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad)
-            res = check(f"tflite-{precision}", reference, logits[rows], part.labels, precision=precision, atol=cfg.atol,
-                        min_agreement=cfg.min_agreement, max_accuracy_drop=ctx.max_accuracy_drop)
+            val_logits = file_logits(path, val, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad)
+            res = check(f"tflite-{precision}", reference, val_logits[rows], part.labels, precision=precision, atol=cfg.atol,
+                        min_agreement=ctx.budget.min_agreement)
             ctx.log.info("  %s (%.2f MB, %.1fs)", res.summary(), fields["size_bytes"] / 1e6, fields["seconds"])
             results.append(res)
             variants.append({"name": f"tflite-{precision}", **fields, "file": path.name,
-                             "accuracy": float((logits.argmax(-1) == labels).mean()), "agreement": res.agreement,
-                             "max_abs_diff": res.max_abs_diff, "parity_rows": res.rows, "bucket_rule": "smallest bucket >= real length"})
+                             **split_accuracies(val_logits, val, file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad), enc),
+                             "agreement": res.agreement, "max_abs_diff": res.max_abs_diff, "parity_rows": res.rows,
+                             "parity_split": "validation", "bucket_rule": "smallest bucket >= real length"})
     except (TFLiteExportError, ModelLoadError) as err:
         raise StageError(str(err)) from None
     if "fp32" not in cfg.precisions:
@@ -310,7 +309,8 @@ def export_tflite_stage(ctx: Any) -> dict[str, Any]:
     ctx.info["variants"] = variants
     main = variants[0]
     return {
-        "accuracy": main["accuracy"], "agreement": main["agreement"], "max_abs_diff": max(r.max_abs_diff for r in results),
+        "accuracy": main["accuracy"], "val_accuracy": main["val_accuracy"], "agreement": main["agreement"],
+        "max_abs_diff": max(r.max_abs_diff for r in results),
         "parity_rows": len(rows), "buckets": list(buckets), "size_bytes": main["size_bytes"], "size_mb": round(main["size_bytes"] / 1e6, 3),
         "sizes_mb": {v["precision"]: round(v["size_bytes"] / 1e6, 3) for v in variants},
         "accuracies": {v["precision"]: v["accuracy"] for v in variants},

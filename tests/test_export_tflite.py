@@ -428,3 +428,16 @@ def test_compaction_refuses_a_file_that_is_not_tflite(tmp_path):
     with pytest.raises(ValueError, match="not a TFLite flatbuffer"):
         compact_tflite(bad)
     assert bad.read_bytes().startswith(b"PK")  # left as it was
+
+
+def test_matmul_audit_counts_int8_weights_in_every_precision(tflite_art):
+    """The TFLite twin of the ONNX MatMul audit: fp32/fp16 files have no int8 weight matmul,
+    the int8-dynamic file has every one int8, and shared bucket weights count once."""
+    from export.tflite_audit import matmul_report
+
+    files = {v["precision"]: tflite_art.path / v["file"] for v in tflite_art.variants()}
+    fp32, int8 = matmul_report(files["fp32"]), matmul_report(files["int8-dynamic"])
+    assert fp32.weight_total > 0 and fp32.weight_int8 == 0 and len(fp32.float_weight_nodes) == fp32.weight_total
+    assert int8.weight_total == fp32.weight_total  # the same weights, counted once across the buckets
+    assert int8.weight_int8 == int8.weight_total and not int8.float_weight_nodes
+    assert matmul_report(files["fp16"]).weight_int8 == 0

@@ -169,7 +169,7 @@ def test_structured_prune_stage_runs_and_output_is_smaller(tiny_teacher, tiny_ca
     art = result.steps[-1].artifact
     m = art.metrics
     assert (m["heads_before"], m["heads_after"]) == (8, 4) and (m["ffn_neurons_before"], m["ffn_neurons_after"]) == (256, 128)
-    assert m["params"] < m["params_before"] and 0 <= m["accuracy"] <= 1 and "accuracy_before_recovery" in m
+    assert m["params"] < m["params_before"] and 0 <= m["accuracy"] <= 1 and "val_accuracy_before_recovery" in m
     model, _, _ = load_model(art.model_dir)
     assert count_parameters(model) == m["params"]
     assert st.structure_counts(model) == {"heads": 4, "ffn_neurons": 128}

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from albert_edge.data import DataError, Encoded, encode, read_examples
 from albert_edge.metrics import classification_metrics, load_predictions, save_predictions
 from albert_edge.models import count_parameters, load_model, save_model
 from albert_edge.training import predict_logits
 
 
-def task_data(ctx: Any, tokenizer: Any, splits: tuple[str, ...] = ("train", "eval")) -> dict[str, Encoded]:
-    """Read and tokenise the pipeline's task splits; DataError becomes a clean stage error."""
+def task_data(ctx: Any, tokenizer: Any, splits: tuple[str, ...] = ("train", "validation", "eval")) -> dict[str, Encoded]:
+    """Read and tokenise the pipeline's task splits; DataError becomes a clean stage error.
+    Choices are made on `validation` (carved from train); `eval` is only reported."""
     from albert_edge.runner import StageError
 
     out = {}
@@ -31,12 +34,25 @@ def load_input_model(ctx: Any, role: str = "model") -> tuple[Any, Any, dict[str,
     return load_model(art.model_dir)
 
 
-def evaluate_and_save(ctx: Any, model: Any, tokenizer: Any, eval_enc: Encoded, meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Evaluate on the eval split, save model + predictions into the artifact, return metrics."""
-    logits = predict_logits(model, eval_enc, pad_id=tokenizer.pad_token_id or 0)
+def selection_note(data: dict[str, Encoded], what: str) -> dict[str, Any]:
+    """For the manifest: which rows made which choice, and which were only reported."""
+    return {"choice": what, "made_on": "validation", "validation_rows": len(data["validation"]),
+            "train_rows": len(data["train"]), "reported_on": "eval", "eval_rows": len(data["eval"])}
+
+
+def evaluate_and_save(ctx: Any, model: Any, tokenizer: Any, data: dict[str, Encoded], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate once on the eval split (reported) and on validation (what gates judge); save
+    model + eval predictions into the artifact; return metrics (`accuracy` is eval's)."""
+    pad = tokenizer.pad_token_id or 0
+    eval_enc = data["eval"]
+    logits = predict_logits(model, eval_enc, pad_id=pad)
     teacher = ctx.inputs.get("teacher")
     teacher_preds = load_predictions(teacher.path if teacher is not None else None)
     metrics = classification_metrics(eval_enc.labels, logits.argmax(-1).tolist(), ctx.pipeline.task.num_labels, teacher_preds)
+    val = data["validation"]
+    val_logits = predict_logits(model, val, pad_id=pad)
+    metrics["val_accuracy"] = float((val_logits.argmax(-1) == np.asarray(val.labels)).mean())
+    metrics["val_n"] = len(val)
     metrics["params"] = count_parameters(model)
     model.config.id2label = dict(enumerate(ctx.pipeline.task.label_names))
     model.config.label2id = {n: i for i, n in enumerate(ctx.pipeline.task.label_names)}
