@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as md
 import json
+import logging
 import os
 import platform
 import shutil
@@ -117,7 +118,7 @@ class ArtifactStore:
     def lease_path(self, step: str, key: str) -> Path:
         return self.root / "leases" / f"{self.dir_for(step, key).name}.lease"
 
-    def lease(self, step: str, key: str, log: Any, wait: float | None = None) -> leases.Lease:
+    def lease(self, step: str, key: str, log: logging.Logger, wait: float | None = None) -> leases.Lease:
         """Hold the key's lease, waiting (logged to `log`) while another live run builds it."""
         return leases.acquire(self.lease_path(step, key), what=step, log=log, wait=wait)
 
