@@ -100,11 +100,22 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if not root.exists():
         print(f"nothing to clean at {root}")
         return EXIT_OK
-    targets = [root] if args.all else [root / "artifacts" / d for d in ("tmp", "corrupt", "replaced")]
-    for t in targets:
-        if t.exists():
-            shutil.rmtree(t)
-            print(f"removed {t}")
+    from albert_edge.artifacts import ArtifactStore
+
+    store = ArtifactStore(root / "artifacts")
+    live = store.live_leases()
+    if args.all:
+        if live:  # pulling the cache from under a live run would fail it or leave half its work
+            owners = ", ".join(f"{p.name} ({o.describe() if o else 'starting'})" for p, o in live)
+            print(f"not removing {root}: runs are building in it: {owners}", file=sys.stderr)
+            return 1
+        shutil.rmtree(root)
+        print(f"removed {root}")
+        return EXIT_OK
+    n = store.clean_tmp()
+    print(f"removed {n} half-written artifact(s) of runs that are gone" + (f"; {len(live)} live build(s) left alone" if live else ""))
+    for d in store.clean_quarantine():
+        print(f"removed {d}")
     return EXIT_OK
 
 

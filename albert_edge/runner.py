@@ -16,6 +16,7 @@ from typing import Any
 from albert_edge.artifacts import Artifact, ArtifactStore, library_versions
 from albert_edge.budget import Budget, judge
 from albert_edge.config import Pipeline, Step, stable_hash
+from albert_edge.lease import Lease, LeaseTimeout
 from albert_edge.registry import StageSpec, get_stage
 from albert_edge.schema import to_dict
 
@@ -175,11 +176,11 @@ def run_pipeline(
     torch.set_num_threads(pipeline.threads)
     store = ArtifactStore(cache_dir / "artifacts")
     stale = store.clean_tmp()
-    run_dir = cache_dir / "runs" / f"{pipeline.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = _new_run_dir(cache_dir / "runs", pipeline.name)
     handler = _setup_logging(run_dir, verbose)
     result = RunResult(pipeline.name, run_dir, [])
     if stale:
-        log.info("removed %d half-written artifact(s) from an interrupted run", stale)
+        log.info("removed %d half-written artifact(s) from an interrupted run (owner gone)", stale)
     log.info("pipeline %s (%d steps) -> %s", pipeline.name, len(pipeline.steps), run_dir)
     if pipeline.random_weights:
         log.info("model %s has RANDOM weights: results are for latency and memory only", pipeline.model)
@@ -192,15 +193,27 @@ def run_pipeline(
             inputs = _resolve_inputs(spec, step, pipeline, done)
             key = cache_key(spec, step, pipeline, inputs)
             t0 = time.perf_counter()
-            art, why = (None, "forced") if i >= redo_from else store.get(step.id, key)
-            if art is not None:
-                log.info("[%d/%d] %s: reused %s", i + 1, len(ids), step.id, art.path.name)
-                res = StepResult(step.id, step.stage, "reused", 0.0, art, art.metrics)
-            else:
-                log.info("[%d/%d] %s: running (%s)", i + 1, len(ids), step.id, why)
-                art = _build(spec, step, pipeline, inputs, store, key)
-                res = StepResult(step.id, step.stage, "built", time.perf_counter() - t0, art, art.metrics)
-                log.info("[%d/%d] %s: done in %.1fs %s", i + 1, len(ids), step.id, res.seconds, _short_metrics(art.metrics))
+            forced = i >= redo_from
+            art, why = (None, "forced") if forced else store.get(step.id, key)
+            lease = None
+            if art is None:  # build under the key's lease; another run may be building it now
+                lease = _lease(store, step, key)
+                if not forced:
+                    art, why_now = store.get(step.id, key, held=lease)
+                    why = why if why_now == "not built" else why_now
+            try:
+                if art is not None:
+                    log.info("[%d/%d] %s: reused %s", i + 1, len(ids), step.id, art.path.name)
+                    res = StepResult(step.id, step.stage, "reused", 0.0, art, art.metrics)
+                else:
+                    assert lease is not None
+                    log.info("[%d/%d] %s: running (%s)", i + 1, len(ids), step.id, why)
+                    art = _build(spec, step, pipeline, inputs, store, key, lease)
+                    res = StepResult(step.id, step.stage, "built", time.perf_counter() - t0, art, art.metrics)
+                    log.info("[%d/%d] %s: done in %.1fs %s", i + 1, len(ids), step.id, res.seconds, _short_metrics(art.metrics))
+            finally:
+                if lease is not None:
+                    lease.release()
             result.steps.append(res)
             done.append((step, art))
             gate = _gate(spec, pipeline, inputs, art)
@@ -224,8 +237,30 @@ def run_pipeline(
     return result
 
 
-def _build(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, Any], store: ArtifactStore, key: str) -> Artifact:
-    tmp = store.new_tmp(step.id)
+def _new_run_dir(runs: Path, name: str) -> Path:
+    """A run directory of its own: runs sharing a cache may start in the same second."""
+    runs.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    for n in range(1, 1000):
+        d = runs / (stem if n == 1 else f"{stem}-{n}")
+        try:
+            d.mkdir()
+            return d
+        except FileExistsError:
+            continue
+    raise StageFailed(f"could not create a run directory under {runs}")
+
+
+def _lease(store: ArtifactStore, step: Step, key: str) -> Lease:
+    try:
+        return store.lease(step.id, key, log)
+    except LeaseTimeout as err:
+        raise StageFailed(str(err)) from None
+
+
+def _build(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, Any], store: ArtifactStore, key: str,
+           lease: Lease) -> Artifact:
+    tmp = store.new_tmp(step.id, key, lease)
     ctx = StageContext(step, step.config, pipeline, inputs, tmp, log)
     try:
         metrics = spec.fn(ctx) or {}
@@ -250,6 +285,8 @@ def _build(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, An
         "metrics": to_dict(metrics),
         "info": to_dict(ctx.info),
     }
+    if not lease.held():  # judged dead (heartbeat lost) and taken over: the new holder's build wins
+        raise StageFailed(f"stage {step.id}: another run took over its lease while it was building; rerun to reuse that build")
     return store.commit(tmp, step.id, key, manifest)
 
 

@@ -21,7 +21,7 @@ bit-identical; `tests/test_export_tflite.py` checks that on every signature.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,9 +167,11 @@ def compact_tflite(src: Path, dst: Path | None = None, *, share: bool = True) ->
     builder.Finish(model.Pack(builder), file_identifier=FILE_IDENTIFIER)
     out = bytes(builder.Output())
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".compact-", suffix=".tflite", dir=dst.parent)
+    # a plain exclusive create, not mkstemp: mkstemp's 0600 would leave .tflite files unreadable
+    # to the group and other users while every other artifact file follows the umask (0644)
+    tmp = dst.parent / f".compact-{uuid.uuid4().hex}.tflite"
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with open(tmp, "xb") as fh:
             fh.write(out)
         os.replace(tmp, dst)
     except BaseException:
