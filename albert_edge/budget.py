@@ -55,7 +55,7 @@ def inc_tolerance(budget: Budget, fp32_accuracy: float, teacher_accuracy: float)
     absolute budget against the teacher: fp32 * (1 - tol) = teacher - budget."""
     points = 100.0 if budget.max_accuracy_drop is None else budget.max_accuracy_drop
     if fp32_accuracy <= 0:
-        return 0.0
+        return 1.0
     return max(0.0, 1.0 - (teacher_accuracy - points / 100.0) / fp32_accuracy)
 
 

@@ -36,14 +36,6 @@ def inc_missing() -> str:
     return ""
 
 
-def tolerable_loss(fp32_accuracy: float, teacher_accuracy: float, max_drop_points: float) -> float:
-    """INC's relative tolerance that matches our absolute budget against the teacher:
-    q >= teacher - drop/100  <=>  (fp32 - q) / fp32 <= 1 - (teacher - drop/100) / fp32."""
-    if fp32_accuracy <= 0:
-        return 1.0
-    return max(0.0, 1.0 - (teacher_accuracy - max_drop_points / 100.0) / fp32_accuracy)
-
-
 @dataclass
 class IncResult:
     """INC's pick: whether a trial met the tolerance, and every trial's accuracy."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
-from albert_edge.schema import require
+from albert_edge.schema import require, to_dict
 
 BUNDLE_DIR = "bundle"
 GOLDEN_FILE = "golden.json"
@@ -140,13 +140,13 @@ def _golden_rows(ctx: Any, tok: Any, rows: int) -> tuple[list[str], Any]:
     return [ex.texts[i] for i in idx], enc.subset(idx)
 
 
-@stage("bundle", config=BundleConfig, version="2", inputs=("model", "?teacher", "*"), output="bundle")
+@stage("bundle", config=BundleConfig, version="3", inputs=("model", "?teacher", "*"), output="bundle", gated=True, uses_budget=True)
 def bundle(ctx: Any) -> dict[str, Any]:
-    """Write bundle/: model files, tokenizer, labels, metadata with sha256s, golden vectors, BUNDLE.md."""
+    """Write bundle/: every model file that passes the budget, tokenizer, labels, metadata with sha256s and verdicts, golden vectors, BUNDLE.md."""
     from albert_edge.artifacts import file_hashes, library_versions, sha256_file
     from albert_edge.models import count_parameters
     from albert_edge.runner import StageError
-    from albert_edge.stages.common import load_input_model
+    from albert_edge.stages.common import load_input_model, task_data
     from device_tests.edge_runtime import ModelLoadError
     from export.parity import check, clip_encoded, file_logits, torch_logits
 
@@ -165,18 +165,28 @@ def bundle(ctx: Any) -> dict[str, Any]:
     pad = tok.pad_token_id or 0
     texts, enc = _golden_rows(ctx, tok, cfg.golden_rows)
     reference = torch_logits(model, enc, pad_id=pad)
+    gate = _Gate.of(ctx, model, task_data(ctx, tok, ("validation",))["validation"], pad)
     clipped_refs: dict[int, np.ndarray] = {}
     taken: set[str] = set()
-    variants, expected, problems = [], {}, []
+    variants, expected, problems, dropped, verdicts = [], {}, [], [], []
     for art, v in picked:
         src = art.path / v["file"]
         name = _bundle_name(art, v, taken)
         shutil.copy2(src, out / name)
         buckets = variant_buckets(v)
         try:
+            verdict = gate.judge(v["name"], out / name, buckets)
             logits = file_logits(out / name, enc, buckets=buckets or None, threads=ctx.pipeline.threads, pad_id=pad)
         except ModelLoadError as err:
             raise StageError(f"{art.step}/{v['name']}: {err}") from None
+        ctx.log.info("  %s", verdict.message())
+        if not verdict.passed:
+            verdicts.append(verdict)
+            if ctx.budget.on_miss == "drop":
+                (out / name).unlink()
+                taken.discard(name)
+                dropped.append({"name": v["name"], "source_step": art.step, "reasons": list(verdict.reasons), "verdict": verdict.as_dict()})
+                continue
         ref = reference
         if buckets and max(enc.lengths()) > max(buckets):  # the file truncates: compare with the truncated input
             top = max(buckets)
@@ -189,10 +199,13 @@ def bundle(ctx: Any) -> dict[str, Any]:
         record = {k: val for k, val in v.items() if k not in ("file", "sha256", "size_bytes")}
         record.update(file=name, sha256=sha256_file(out / name), size_bytes=(out / name).stat().st_size, source_step=art.step,
                       source_artifact=art.path.name, quantization=v["precision"], golden=golden_tolerance(v["precision"]),
-                      golden_vs_torch={"max_abs_diff": res.max_abs_diff, "agreement": res.agreement}, **describe_io(out / name))
+                      golden_vs_torch={"max_abs_diff": res.max_abs_diff, "agreement": res.agreement}, verdict=verdict.as_dict(),
+                      **describe_io(out / name))
         variants.append(record)
     if problems:
         raise StageError("bundled fp32 files do not reproduce the model:\n" + "\n".join(problems))
+    if not variants:
+        raise StageError("every model file missed the budget, nothing to bundle: " + "; ".join(d.message() for d in verdicts))
     tok_files = _tokenizer_files(model_art.model_dir, out)
     labels = list(task.label_names)
     (out / "labels.json").write_text(json.dumps(labels, indent=2))
@@ -217,6 +230,8 @@ def bundle(ctx: Any) -> dict[str, Any]:
         "golden": {"file": GOLDEN_FILE, "rows": len(enc), "tolerance_by_precision": GOLDEN_TOLERANCE,
                    "note": "expected_logits are the host run of each file; compare a device run of that file with them"},
         "variants": variants,
+        "budget": {**to_dict(ctx.budget), "judged_on": "validation", "rows": gate.rows, "teacher_val_accuracy": gate.reference},
+        "dropped": dropped,
         "skipped": notes,
         "libraries": library_versions(),
         "files": file_hashes(out),
@@ -226,7 +241,48 @@ def bundle(ctx: Any) -> dict[str, Any]:
     ctx.log.info("  bundled %d model files (%s), %d golden rows", len(variants), ", ".join(v["file"] for v in variants), len(enc))
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     return {"variants": len(variants), "golden_rows": len(enc), "size_bytes": size, "size_mb": round(size / 1e6, 3),
-            "random_weights": metadata["random_weights"]}
+            "random_weights": metadata["random_weights"], "dropped": [d["name"] for d in dropped],
+            "verdict": {"passed": not verdicts or ctx.budget.on_miss == "drop", "reasons": [d.message() for d in verdicts],
+                        "files": len(picked), "missed": [d.name for d in verdicts], "on_miss": ctx.budget.on_miss}}
+
+
+@dataclass
+class _Gate:
+    """Judges every bundled file the same way (albert_edge.budget) on the held-out validation
+    rows: accuracy against the teacher's there, argmax agreement with the fp32 model."""
+
+    model: Any
+    enc: Any
+    pad: int
+    threads: int
+    budget: Any
+    reference: float
+    rows: int
+    fp32: dict[int, np.ndarray] = field(default_factory=dict)  # by truncation width (0: none)
+
+    @classmethod
+    def of(cls, ctx: Any, model: Any, enc: Any, pad: int) -> _Gate:
+        from export.parity import torch_logits
+
+        teacher = ctx.inputs.get("teacher")
+        ref = teacher.metrics.get("val_accuracy") if teacher is not None else None
+        if ref is None:
+            ref = float((torch_logits(model, enc, pad_id=pad).argmax(-1) == np.asarray(enc.labels)).mean())
+        return cls(model, enc, pad, ctx.pipeline.threads, ctx.budget, float(ref), len(enc))
+
+    def judge(self, name: str, path: Path, buckets: list[int]) -> Any:
+        from albert_edge.budget import judge
+        from export.parity import clip_encoded, file_logits, torch_logits
+
+        width = max(buckets) if buckets else 0
+        enc = clip_encoded(self.enc, width) if width else self.enc
+        if width not in self.fp32:
+            self.fp32[width] = torch_logits(self.model, enc, pad_id=self.pad)
+        fp32 = self.fp32[width]
+        logits = file_logits(path, enc, buckets=buckets or None, threads=self.threads, pad_id=self.pad)
+        acc = float((logits.argmax(-1) == np.asarray(enc.labels)).mean())
+        agreement = float((logits.argmax(-1) == fp32.argmax(-1)).mean())
+        return judge(name, self.budget, accuracy=acc, reference=self.reference, agreement=agreement, rows=len(enc))
 
 
 def _write_eval_npz(ctx: Any, tok: Any, path: Path) -> None:

@@ -347,13 +347,13 @@ def file_variant(name: str, path: Path, art_dir: Path, precision: str, parity: A
             "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "parity_rows": parity.rows, **extra}
 
 
-@stage("export_onnx", config=ExportOnnxConfig, version="3", inputs=("model", "?teacher"), output="onnx")
+@stage("export_onnx", config=ExportOnnxConfig, version="4", inputs=("model", "?teacher"), output="onnx")
 def export_onnx_stage(ctx: Any) -> dict[str, Any]:
     """Export to ONNX (shared weights kept shared), add the configured offline-optimised graph, time ORT levels, check parity."""
     from albert_edge.models import count_parameters
     from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model, task_data
-    from export.parity import check, file_logits, require_parity, torch_logits
+    from export.parity import check, file_logits, require_parity, split_accuracies, torch_logits
 
     cfg: ExportOnnxConfig = ctx.config
     model, tok, _ = load_input_model(ctx)
@@ -366,12 +366,12 @@ def export_onnx_stage(ctx: Any) -> dict[str, Any]:
         raise StageError(str(err)) from None
     ctx.log.info("  exported with %s (opset %d) in %.1fs: %.2f MB, %d weight nodes folded", used["exporter"], cfg.opset,
                  used["seconds"], used["size_bytes"] / 1e6, used["folded_nodes"])
-    enc = task_data(ctx, tok, ("eval",))["eval"]
-    rows = list(range(min(cfg.parity_rows, len(enc))))
-    part = enc.subset(rows)
+    data = task_data(ctx, tok, ("validation", "eval"))
+    val, enc = data["validation"], data["eval"]
+    rows = list(range(min(cfg.parity_rows, len(val))))
+    part = val.subset(rows)
     pad = tok.pad_token_id or 0
     ref = torch_logits(model, part, pad_id=pad)
-    labels = np.asarray(enc.labels)
     files = [("onnx-fp32", path, {})]
     timing: dict[str, Any] = {}
     level = resolve_optimize(cfg.optimize)
@@ -380,24 +380,25 @@ def export_onnx_stage(ctx: Any) -> dict[str, Any]:
         optimize_onnx(path, opt_path, level)
         files.append(("onnx-fp32-opt", opt_path, {"ort_optimization": level, "load_with_level": "disabled"}))
         seq = max(8, min(ctx.pipeline.task.max_seq_len, 128))
-        timing = time_levels(path, opt_path, seq_len=seq, runs=cfg.timing_runs, threads=1)
+        timing = time_levels(path, opt_path, seq_len=seq, runs=cfg.timing_runs, threads=ctx.pipeline.threads)
         ctx.log.info("  ORT levels (ms, seq %d, for information): %s; fastest %s; offline %s graph %.3f vs %.3f ms", seq,
                      timing["level_ms"], timing["best_level"], level, timing["opt_ms"], timing["plain_ms"])
     results, variants = [], []
     for name, file, extra in files:
-        logits = file_logits(file, enc, threads=ctx.pipeline.threads, pad_id=pad)
-        res = check(name, ref, logits[rows], part.labels, precision="fp32", atol=cfg.atol)
+        val_logits = file_logits(file, val, threads=ctx.pipeline.threads, pad_id=pad)
+        res = check(name, ref, val_logits[rows], part.labels, precision="fp32", atol=cfg.atol)
         ctx.log.info("  %s", res.summary())
         results.append(res)
-        acc = float((logits.argmax(-1) == labels).mean())
-        variants.append(file_variant(name, file, ctx.out_dir, "fp32", res, acc, exporter=used["exporter"], opset=cfg.opset, **extra))
+        accs = split_accuracies(val_logits, val, file_logits(file, enc, threads=ctx.pipeline.threads, pad_id=pad), enc)
+        variants.append(file_variant(name, file, ctx.out_dir, "fp32", res, accs["accuracy"], val_accuracy=accs["val_accuracy"],
+                                     parity_split="validation", exporter=used["exporter"], opset=cfg.opset, **extra))
     require_parity(results)
     ctx.info["variants"] = variants
     ctx.info["export"] = used
     ctx.info["ort_timing"] = timing
     main = variants[0]
-    return {"accuracy": main["accuracy"], "agreement": main["agreement"], "max_abs_diff": max(r.max_abs_diff for r in results),
-            "parity_rows": len(rows), "size_bytes": main["size_bytes"], "size_mb": round(main["size_bytes"] / 1e6, 3),
+    return {"accuracy": main["accuracy"], "val_accuracy": main["val_accuracy"], "agreement": main["agreement"],
+            "max_abs_diff": max(r.max_abs_diff for r in results), "parity_rows": len(rows), "size_bytes": main["size_bytes"], "size_mb": round(main["size_bytes"] / 1e6, 3),
             "exporter": used["exporter"], "export_seconds": used["seconds"], "params": params, **weights,
             "ort_best_level": timing.get("best_level"), "optimized_level": level or "none"}
 

@@ -257,7 +257,7 @@ def _file_name(precision: str) -> str:
     return f"model.{precision}.tflite"
 
 
-@stage("export_tflite", config=ExportTFLiteConfig, version="3", inputs=("model", "?teacher"), output="tflite")
+@stage("export_tflite", config=ExportTFLiteConfig, version="4", inputs=("model", "?teacher"), output="tflite")
 def export_tflite_stage(ctx: Any) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
     from albert_edge.runner import StageError
