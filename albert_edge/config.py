@@ -404,6 +404,11 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
         raise ConfigError(f"{path}.stages", "a pipeline needs at least one stage")
     steps: list[Step] = []
     seen: set[str] = set()
+    # What static checks may know of each step's input model: the source's architecture,
+    # as changed by earlier steps that say how (`output_facts`), plus the task's max length.
+    base_facts = dict(source_info, max_seq_len=task.max_seq_len)
+    facts_by_step: dict[str, dict[str, Any]] = {}
+    latest_facts = base_facts
     for i, entry in enumerate(stages_raw):
         spath = f"{path}.stages[{i}]"
         if isinstance(entry, str):
@@ -434,12 +439,18 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
             if not isinstance(ref, str) or ref not in seen or ref == step_id:
                 raise ConfigError(f"{spath}.{stage_name}.inputs.{role}", f"{short_repr(ref)} is not an earlier step")
         cfg = build(spec.config_cls, params, f"{spath}.{stage_name}")
+        facts = base_facts
+        if "model" in spec.inputs:
+            facts = facts_by_step.get(inputs["model"], base_facts) if "model" in inputs else latest_facts
         pipeline_check = getattr(cfg, "check_pipeline", None)
         if callable(pipeline_check):
             try:
-                pipeline_check(source_info)
+                pipeline_check(facts)
             except FieldError as err:
                 raise ConfigError(f"{spath}.{stage_name}.{err.field}", err.message, err.hint) from None
+        if spec.output_kind == "model":
+            derive = getattr(cfg, "output_facts", None)
+            latest_facts = facts_by_step[step_id] = derive(facts) if callable(derive) else facts
         steps.append(Step(id=step_id, stage=stage_name, config=cfg, inputs=dict(inputs), path=f"{spath}.{stage_name}"))
     teacher = raw.get("teacher")
     if teacher is not None and (not isinstance(teacher, str) or teacher not in seen):
