@@ -279,7 +279,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         try:
             safe_name(name, "pipeline name")
         except ValueError as err:
-            raise _fail(file, line_of(data, f"pipelines.{name}"), f"pipelines.{name}", str(err), "it names the run directory") from None
+            line = getattr(data["pipelines"], "lines", {}).get(name)
+            raise _fail(file, line, f"pipelines.{name}", str(err), "it names the run directory") from None
     return data
 
 
@@ -371,6 +372,21 @@ def _check_file(path: str, yaml_path: str, what: str) -> None:
         raise ConfigError(yaml_path, f"{what} {path!r} does not exist", "check the path (relative paths are from the current directory)")
 
 
+def _check_inputs_exist(roles: tuple[str, ...], explicit: dict[str, Any], kinds: list[str], teacher: Any, earlier: set[str], path: str) -> None:
+    """Each required input role has an earlier step to come from (as the runner resolves it),
+    so a pipeline that cannot run fails validation instead of stopping mid-run."""
+    for role in roles:
+        name = role.lstrip("?")
+        if role.startswith("?") or name == "*" or name in explicit:
+            continue
+        if name == "teacher":
+            ok = teacher in earlier if isinstance(teacher, str) else "model" in kinds
+        else:
+            ok = name in kinds
+        if not ok:
+            raise ConfigError(path, f"needs a `{name}` artifact from an earlier step", "add a stage that makes one before it")
+
+
 def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> Pipeline:
     """Validate one pipeline fully: keys, types, values, files, stage cross-checks."""
     defaults = data.get("defaults") or {}
@@ -409,6 +425,7 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
     base_facts = dict(source_info, max_seq_len=task.max_seq_len)
     facts_by_step: dict[str, dict[str, Any]] = {}
     latest_facts = base_facts
+    kinds: list[str] = []  # output kind of each earlier step
     for i, entry in enumerate(stages_raw):
         spath = f"{path}.stages[{i}]"
         if isinstance(entry, str):
@@ -448,6 +465,8 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
                 pipeline_check(facts)
             except FieldError as err:
                 raise ConfigError(f"{spath}.{stage_name}.{err.field}", err.message, err.hint) from None
+        _check_inputs_exist(spec.inputs, inputs, kinds, raw.get("teacher"), seen - {step_id}, f"{spath}.{stage_name}")
+        kinds.append(spec.output_kind)
         if spec.output_kind == "model":
             derive = getattr(cfg, "output_facts", None)
             latest_facts = facts_by_step[step_id] = derive(facts) if callable(derive) else facts

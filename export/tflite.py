@@ -260,7 +260,7 @@ class ExportTFLiteConfig:
         longest = model.get("max_seq_len")
         if isinstance(longest, int) and max(self.buckets) > longest:
             raise FieldError("buckets", f"bucket {max(self.buckets)} is longer than task.max_seq_len {longest}",
-                             f"use buckets up to {longest}, or raise task.max_seq_len")
+                             f"buckets up to {longest}, e.g. {[b for b in (32, 64, 128, 256) if b < longest] + [longest]}, or a larger task.max_seq_len")
 
 
 def _file_name(precision: str) -> str:
