@@ -15,7 +15,6 @@ import pytest
 
 from albert_edge.cli import main
 from albert_edge.data import DataError, TaskConfig, read_examples
-from albert_edge.schema import safe_name
 from benchmarks.devices.base import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +144,8 @@ def test_huge_yaml_is_rejected_before_parsing(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_safe_name() -> None:
+    from albert_edge.schema import safe_name
+
     for good in ("teacher", "sst2-mobile", "a.b_c-1", "5"):
         assert safe_name(good) == good
     for bad in ("..", "../x", "/abs", "a/b", "a\\b", ".hidden", "", "a..b", "x" * 200, "a b", "é", 5, None):
@@ -162,7 +163,27 @@ def test_ssh_port_out_of_range() -> None:
 # ------------------------------------------------------------------ CLI arguments
 
 
-def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+# (probe id, argv with {good} {file} {bundle} {results} {tmp} placeholders, words of the one-line error)
+CLI_PROBES = [
+    ("missing-pipeline-flag", ["run", "{good}"], "the following arguments are required: --pipeline"),
+    ("unknown-flag", ["run", "{good}", "-p", "p", "--bogus"], "unrecognized arguments: --bogus"),
+    ("no-command", [], "give a command"),
+    ("device-no-action", ["device"], "give an action"),
+    ("unsafe-pipeline-name", ["run", "{good}", "-p", "../x", "--cache-dir", "{tmp}/c"], "no such pipeline"),
+    ("from-unknown-step", ["run", "{good}", "-p", "p", "--from", "nope", "--cache-dir", "{tmp}/c"], "no step 'nope'"),
+    ("show-cache-dir-is-a-file", ["show", "{good}", "-p", "p", "--cache-dir", "{file}"], "is not a directory"),
+    ("run-cache-dir-is-a-file", ["run", "{good}", "-p", "p", "--cache-dir", "{file}"], "is not a directory"),
+    ("clean-cache-dir-is-a-file", ["clean", "--cache-dir", "{file}"], "is not a directory"),
+    ("validate-a-directory", ["validate", "{tmp}"], "file not found"),
+    ("report-not-results", ["report", "{results}"], "not benchmark results"),
+    ("bench-ssh-port-0", ["bench", "{bundle}", "--device", "ssh://u@h:0"], "port 0 is outside 1..65535"),
+    ("bench-threads-0", ["bench", "{bundle}", "--threads", "0"], "bench.threads"),
+    ("bench-runs-negative", ["bench", "{bundle}", "--runs", "-1"], "bench.runs"),
+]
+
+
+@pytest.mark.parametrize("probe, argv, words", CLI_PROBES, ids=[p[0] for p in CLI_PROBES])
+def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: str, argv: list[str], words: str) -> None:
     good = tmp_path / "p.yaml"
     good.write_text(config(stages="      - finetune\n"))
     a_file = tmp_path / "file"
@@ -170,32 +191,16 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.C
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "model.onnx").write_bytes(b"")  # found as a bundle; bad options fail before it is read
-    not_results = tmp_path / "results.jsonl"
-    not_results.write_text("hello\n")
-    probes = [
-        (["run", str(good)], "the following arguments are required: --pipeline"),
-        (["run", str(good), "-p", "p", "--bogus"], "unrecognized arguments: --bogus"),
-        ([], "give a command"),
-        (["device"], "give an action"),
-        (["run", str(good), "-p", "../x", "--cache-dir", str(tmp_path / "c")], "no such pipeline"),
-        (["run", str(good), "-p", "p", "--from", "nope", "--cache-dir", str(tmp_path / "c")], "no step 'nope'"),
-        (["show", str(good), "-p", "p", "--cache-dir", str(a_file)], "is not a directory"),
-        (["run", str(good), "-p", "p", "--cache-dir", str(a_file)], "is not a directory"),
-        (["clean", "--cache-dir", str(a_file)], "is not a directory"),
-        (["validate", str(tmp_path)], "file not found"),
-        (["report", str(not_results)], "not benchmark results"),
-        (["bench", str(bundle), "--device", "ssh://u@h:0"], "port 0 is outside 1..65535"),
-        (["bench", str(bundle), "--threads", "0"], "bench.threads"),
-        (["bench", str(bundle), "--runs", "-1"], "bench.runs"),
-    ]
-    for argv, words in probes:
-        try:
-            rc = main(argv)
-        except SystemExit as exit_:  # argparse
-            rc = exit_.code
-        assert rc == 2, argv
-        err = one_line_error(capsys)
-        assert words in err, (argv, err)
+    results = tmp_path / "results.jsonl"
+    results.write_text("hello\n")
+    names = {"good": good, "file": a_file, "bundle": bundle, "results": results, "tmp": tmp_path}
+    try:
+        rc = main([a.format(**names) for a in argv])
+    except SystemExit as exit_:  # argparse
+        rc = exit_.code
+    assert rc == 2
+    err = one_line_error(capsys)
+    assert words in err, err
 
 
 def test_clean_all_refuses_a_directory_that_is_not_a_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
