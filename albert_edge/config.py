@@ -405,13 +405,16 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
     except FieldError as err:
         raise ConfigError(f"{path}.model", err.message, err.hint) from None
     task = build(TaskConfig, raw.get("task"), f"{path}.task")
-    for split_name, split_path in task.files().items():
-        _check_file(str(split_path), f"{path}.task", f"{split_name} file")
+    try:
+        for split_name, split_path in task.files().items():
+            _check_file(str(split_path), f"{path}.task", f"{split_name} file")
+    except (ValueError, RuntimeError, OSError) as err:  # a NUL byte, an unknown ~user
+        raise ConfigError(f"{path}.task", f"unusable data path ({err})") from None
     seed = raw.get("seed", 42)
     threads = raw.get("threads", 2)
     for key, val in (("seed", seed), ("threads", threads)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < (1 if key == "threads" else 0):
-            raise ConfigError(f"{path}.{key}", f"expected {'a positive' if key == 'threads' else 'a non-negative'} integer, got {short_repr(val)}")
+        if not isinstance(val, int) or isinstance(val, bool) or val < (1 if key == "threads" else 0) or val >= 2**32:
+            raise ConfigError(f"{path}.{key}", f"expected {'a positive' if key == 'threads' else 'a non-negative'} integer below 2**32, got {short_repr(val)}")
     budget = build(Budget, raw.get("budget"), f"{path}.budget")
     stages_raw = raw.get("stages")
     if stages_raw is not None and not isinstance(stages_raw, list):

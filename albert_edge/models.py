@@ -53,7 +53,7 @@ def _config_dict(spec: str) -> dict[str, Any]:
         except json.JSONDecodeError as err:
             raise FieldError("model", f"inline config is not JSON ({err.msg})") from None
     else:
-        path = Path(spec).expanduser()
+        path = _local_path(spec)
         if not path.is_file():
             raise FieldError("model", f"config {spec!r} is neither a known name ({', '.join(NAMED_CONFIGS)}) nor a JSON file")
         over = _read_json_file(path, "config file")
@@ -74,6 +74,14 @@ def _config_dict(spec: str) -> dict[str, Any]:
 
 
 MAX_CONFIG_BYTES = 1 << 20
+
+
+def _local_path(text: str) -> Path:
+    """`text` as a local path (~ expanded); a FieldError when it cannot be one."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as err:  # ~user that does not exist
+        raise FieldError("model", f"{text!r}: {err}") from None
 
 
 def _read_json_file(path: Path, what: str) -> Any:
@@ -105,7 +113,7 @@ def describe_source(source: str) -> dict[str, Any]:
         return {"kind": kind, "random_weights": True, **{k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")}}
     if not rest:
         raise FieldError("model", "hf: needs a hub id or a local directory")
-    local = Path(rest).expanduser()
+    local = _local_path(rest)
     if local.is_dir() and (local / "config.json").is_file():
         cfg = _read_json_file(local / "config.json", "model config")
         if not isinstance(cfg, dict):

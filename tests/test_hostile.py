@@ -79,6 +79,10 @@ CONFIG_PROBES = [
     ("tflite-bucket-256", config(stages="      - finetune\n      - export_tflite: {buckets: [32, 256]}\n"),
      ["export_tflite.buckets", "bucket 256 is longer than task.max_seq_len 64"]),
     ("first-step-needs-a-model", config(stages="      - evaluate\n"), ["pipelines.p.stages[0].evaluate", "needs a `model` artifact"]),
+    ("data-dir-nul-byte", config(extra='    task: {data_dir: "a\\0b"}\n'), ["pipelines.p.task", "unusable data path"]),
+    ("model-unknown-home", config(model="hf:~nosuchuser/x"), ["pipelines.p.model", "~nosuchuser/x"]),
+    ("seed-too-big", config(extra="    seed: 99999999999999999999999\n"), ["pipelines.p.seed", "below 2**32"]),
+    ("recursive-alias", config(extra="    description: &r [*r]\n"), ["p.yaml:8", "refers to itself"]),
     ("benchmark-ssh-port-0", config(stages="      - finetune\n      - benchmark: {devices: ['ssh://u@h:0']}\n"),
      ["benchmark.devices", "port 0 is outside 1..65535"]),
 ]
