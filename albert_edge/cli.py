@@ -69,14 +69,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from albert_edge.config import load_yaml, resolve_pipeline
+    from albert_edge.config import validate_file
     from albert_edge.registry import STAGE_MODULES, get_stage
 
-    data = load_yaml(args.file)
-    for name in data["pipelines"]:
-        p = resolve_pipeline(data, name, args.file)
+    for p in validate_file(args.file):
         flag = "  [random weights]" if p.random_weights else ""
-        print(f"{name:28s} {p.model:22s} {p.description}{flag}")
+        print(f"{p.name:28s} {p.model:22s} {p.description}{flag}")
     if args.stages:
         print("\nstages:")
         for name in STAGE_MODULES:

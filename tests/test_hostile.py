@@ -4,6 +4,7 @@ silent clamp, a path outside the cache, or minutes of work before the error."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -179,6 +180,8 @@ CLI_PROBES = [
     ("run-cache-dir-is-a-file", ["run", "{good}", "-p", "p", "--cache-dir", "{file}"], "is not a directory"),
     ("clean-cache-dir-is-a-file", ["clean", "--cache-dir", "{file}"], "is not a directory"),
     ("validate-a-directory", ["validate", "{tmp}"], "file not found"),
+    ("list-bad-config", ["list", "{bad}"], "bad.yaml:10: pipelines.p.stages[1].prune.heads"),
+    ("show-bad-config", ["show", "{bad}", "-p", "p"], "bad.yaml:10: pipelines.p.stages[1].prune.heads"),
     ("report-not-results", ["report", "{results}"], "not benchmark results"),
     ("bench-ssh-port-0", ["bench", "{bundle}", "--device", "ssh://u@h:0"], "port 0 is outside 1..65535"),
     ("bench-threads-0", ["bench", "{bundle}", "--threads", "0"], "bench.threads"),
@@ -197,7 +200,9 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.C
     (bundle / "model.onnx").write_bytes(b"")  # found as a bundle; bad options fail before it is read
     results = tmp_path / "results.jsonl"
     results.write_text("hello\n")
-    names = {"good": good, "file": a_file, "bundle": bundle, "results": results, "tmp": tmp_path}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config(stages="      - finetune\n      - prune: {heads: 100}\n"))
+    names = {"good": good, "bad": bad, "file": a_file, "bundle": bundle, "results": results, "tmp": tmp_path}
     try:
         rc = main([a.format(**names) for a in argv])
     except SystemExit as exit_:  # argparse
@@ -262,9 +267,10 @@ def test_data_error_inside_a_run_exits_2_naming_file_and_line(tmp_path: Path, ca
             stages: [finetune]
         """))
     assert main(["run", str(path), "-p", "p", "--cache-dir", str(tmp_path / "cache")]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert "train.tsv:3: not UTF-8" in err and "on_bad_row: skip" in err
+    assert "Traceback" not in capsys.readouterr().err
+    (summary,) = (tmp_path / "cache" / "runs").glob("p-2*/summary.json")  # the console log may go to an earlier test's stderr
+    error = json.loads(summary.read_text())["error"]
+    assert "train.tsv:3: not UTF-8" in error and "on_bad_row: skip" in error and "\n" not in error
 
 
 def test_hf_sources_load_safetensors_only(monkeypatch: pytest.MonkeyPatch) -> None:
