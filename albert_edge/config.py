@@ -204,7 +204,7 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> i
         size += _expanded_size(child, memo, active)
         if size > MAX_YAML_NODES:
             raise _YamlLimit(child.start_mark.line + 1, f"more than {MAX_YAML_NODES} values once aliases are expanded",
-                             "a pipelines file is small; remove the alias chain (a 'billion laughs' bomb?)")
+                             "a pipelines file is small; this looks like an alias bomb")
     active.discard(key)
     memo[key] = size
     return size
