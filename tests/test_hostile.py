@@ -283,3 +283,16 @@ def test_hf_sources_load_safetensors_only(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", staticmethod(lambda *a, **k: seen.update(k) or "model"))
     models.load_source("hf:some-org/some-model")
     assert seen.get("use_safetensors") is True
+
+
+def test_prune_count_that_would_empty_a_layer_is_refused_on_real_scores() -> None:
+    """The stage's own check, for what validation cannot know (global ranking, uneven layers)."""
+    import torch
+
+    from compress import structured as st
+
+    four = [torch.ones(4), torch.ones(4)]
+    assert "at most 3" in st.too_many(four, 4, False, "heads") and st.too_many(four, 3, False, "heads") == ""
+    assert "at most 6" in st.too_many(four, 7, True, "heads") and st.too_many(four, 6, True, "heads") == ""
+    assert st.too_many([torch.ones(2), torch.ones(4)], 2, False, "heads")  # the smaller layer decides
+    assert st.too_many(four, 0.9, False, "heads") == ""  # a fraction is rounded, and select keeps one back
