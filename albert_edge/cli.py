@@ -7,9 +7,11 @@ import argparse
 import json
 import shutil
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
+from albert_edge.data import DataError
 from albert_edge.paths import default_cache_dir
 from albert_edge.schema import ConfigError
 
@@ -38,6 +40,25 @@ def _add_pipeline_args(p: argparse.ArgumentParser, need_pipeline: bool = True) -
     p.add_argument("--cache-dir", type=Path, default=None, help="artifact cache (default: ./.albert-edge or $ALBERT_EDGE_CACHE)")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (usage is one `--help` away), still exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# What `clean --all` may find in a cache directory; anything else means the path is not one.
+CACHE_ENTRIES = {"artifacts", "runs"}
+
+
+def _cache_root(args: argparse.Namespace) -> Path:
+    """The cache directory (it may not exist yet); a path that is a file is bad input."""
+    root = args.cache_dir or default_cache_dir()
+    if root.exists() and not root.is_dir():
+        raise ConfigError("--cache-dir", f"{root} is not a directory")
+    return root
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from albert_edge.config import validate_file
 
@@ -48,14 +69,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from albert_edge.config import load_yaml, resolve_pipeline
+    from albert_edge.config import validate_file
     from albert_edge.registry import STAGE_MODULES, get_stage
 
-    data = load_yaml(args.file)
-    for name in data["pipelines"]:
-        p = resolve_pipeline(data, name, args.file)
+    for p in validate_file(args.file):
         flag = "  [random weights]" if p.random_weights else ""
-        print(f"{name:28s} {p.model:22s} {p.description}{flag}")
+        print(f"{p.name:28s} {p.model:22s} {p.description}{flag}")
     if args.stages:
         print("\nstages:")
         for name in STAGE_MODULES:
@@ -68,8 +87,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     from albert_edge.runner import cached_artifacts
 
     pipe = load_pipeline(args.file, args.pipeline)
+    root = _cache_root(args)
     print(f"pipeline {pipe.name}: model {pipe.model}, task {pipe.task.name}, seed {pipe.seed}, budget {pipe.budget.max_accuracy_drop}")
-    done, why = cached_artifacts(pipe, args.cache_dir or default_cache_dir(), verify=not args.no_verify)
+    done, why = cached_artifacts(pipe, root, verify=not args.no_verify)
     for step, art in done:
         metrics = {k: v for k, v in art.metrics.items() if not isinstance(v, (list, dict))}
         print(f"  {step.id:16s} {art.path}\n  {'':16s} {json.dumps(metrics)}")
@@ -90,16 +110,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         val = getattr(args, opt)
         if val and val not in ids:
             raise ConfigError(f"--{opt.replace('_step', '')}", f"no step {val!r} in {pipe.name}", f"steps: {', '.join(ids)}")
-    result = run_pipeline(pipe, args.cache_dir or default_cache_dir(), from_step=args.from_step, force=args.force, until=args.until, verbose=args.verbose)
+    result = run_pipeline(pipe, _cache_root(args), from_step=args.from_step, force=args.force, until=args.until, verbose=args.verbose)
     print(f"run log: {result.run_dir / 'run.log'}", file=sys.stderr)
     return result.exit_code
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    root = args.cache_dir or default_cache_dir()
+    root = _cache_root(args)
     if not root.exists():
         print(f"nothing to clean at {root}")
         return EXIT_OK
+    if args.all:
+        strangers = sorted(p.name for p in root.iterdir() if p.name not in CACHE_ENTRIES)
+        if strangers:
+            raise ConfigError("--cache-dir", f"{root} does not look like an albert-edge cache (it holds {', '.join(strangers[:3])}); not removing it",
+                              "point --cache-dir at the cache itself")
     from albert_edge.artifacts import ArtifactStore
 
     store = ArtifactStore(root / "artifacts")
@@ -129,7 +154,7 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="albert-edge",
         description="Distill, prune, int8-quantize, export (ONNX, TFLite) and benchmark ALBERT text classifiers for edge devices, from one pipelines.yaml.",
         epilog=EPILOG,
@@ -211,14 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        what = "an action: setup" if args.command == "device" else "a command: run, validate, list, show, clean, bench, report, device"
+        print(f"error: give {what} (see albert-edge --help)", file=sys.stderr)
         return EXIT_INPUT
     try:
         return int(args.func(args) or 0)
-    except ConfigError as err:
+    except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as err:
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:

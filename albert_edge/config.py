@@ -36,7 +36,7 @@ from albert_edge import models
 from albert_edge.budget import Budget
 from albert_edge.data import TaskConfig
 from albert_edge.registry import STAGE_MODULES, get_stage
-from albert_edge.schema import ConfigError, FieldError, build, to_dict
+from albert_edge.schema import ConfigError, FieldError, build, safe_name, short_repr, to_dict
 
 PIPELINE_KEYS = {
     "description", "model", "task", "seed", "threads", "budget", "teacher", "stages",
@@ -95,22 +95,186 @@ def _deep_merge(base: Any, over: Any) -> Any:
     return copy.deepcopy(over)
 
 
+# A pipelines file is a few kilobytes; these bounds stop a hostile or broken file (an alias
+# "billion laughs" bomb, a huge generated file) long before it costs memory or minutes.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_NODES = 100_000  # nodes after alias expansion
+SUPPORTED_VERSIONS = (1,)
+
+
+class _YamlLimit(Exception):
+    """Raised inside the loader; load_yaml turns it into a ConfigError naming the line."""
+
+    def __init__(self, line: int, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.line, self.message, self.hint = line, message, hint
+
+
+class _Map(dict):  # type: ignore[type-arg]
+    """A YAML mapping that remembers each key's line, for file:line errors."""
+
+    lines: dict[Any, int]
+
+
+class _Seq(list):  # type: ignore[type-arg]
+    """A YAML sequence that remembers each item's line."""
+
+    lines: list[int]
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load semantics, plus: duplicate keys are errors, the document's size after
+    alias expansion is bounded (checked on the node graph before any object is built), and
+    mappings and lists remember their lines."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, {}, set())
+        return super().construct_document(node)
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # the base constructor reports unhashable keys
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    raise _YamlLimit(line, f"duplicate key {key!r} (first at line {seen[key]})", "each key may appear once per mapping")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_lined_map(self, node: yaml.MappingNode) -> Any:
+        data = _Map()
+        data.lines = {}
+        yield data
+        data.update(self.construct_mapping(node))
+        for key_node, _ in node.value:
+            try:
+                data.lines.setdefault(self.construct_object(key_node), key_node.start_mark.line + 1)
+            except TypeError:
+                pass
+
+    def construct_lined_seq(self, node: yaml.SequenceNode) -> Any:
+        data = _Seq()
+        data.lines = [item.start_mark.line + 1 for item in node.value]
+        yield data
+        data.extend(self.construct_sequence(node))
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:map", _BoundedLoader.construct_lined_map)
+_BoundedLoader.add_constructor("tag:yaml.org,2002:seq", _BoundedLoader.construct_lined_seq)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Nodes in the document with every alias expanded (shared nodes counted per use)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:
+        raise _YamlLimit(node.start_mark.line + 1, "an alias refers to itself (recursive structure)")
+    active.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    else:
+        children = []
+    for child in children:
+        size += _expanded_size(child, memo, active)
+        if size > MAX_YAML_NODES:
+            raise _YamlLimit(child.start_mark.line + 1, f"more than {MAX_YAML_NODES} values once aliases are expanded",
+                             "a pipelines file is small; this looks like an alias bomb")
+    active.discard(key)
+    memo[key] = size
+    return size
+
+
+def line_of(data: Any, yaml_path: str) -> int | None:
+    """The line of the deepest key or item of `yaml_path` (e.g. pipelines.p.stages[0].x)
+    that the loaded file holds; None if not even the first key is there."""
+    line: int | None = None
+    node, rest = data, yaml_path
+    while rest:
+        if isinstance(node, _Seq) and rest.startswith("["):
+            idx, _, rest = rest[1:].partition("]")
+            if not idx.isdigit() or int(idx) >= len(node):
+                break
+            line, node = node.lines[int(idx)], node[int(idx)]
+        elif isinstance(node, _Map):
+            match = [k for k in node if isinstance(k, str) and rest.startswith(k) and rest[len(k):len(k) + 1] in ("", ".", "[")]
+            if not match:
+                break
+            k = max(match, key=len)
+            line, node, rest = node.lines.get(k, line), node[k], rest[len(k):]
+        else:
+            break
+        rest = rest.removeprefix(".")
+    return line
+
+
+def _fail(file: str, line: int | None, path: str, message: str, hint: str = "") -> ConfigError:
+    return ConfigError(path, message, hint, file=file, line=line)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read and bound-check a pipelines file: size, encoding, alias expansion, duplicate
+    keys, version, and the names that later become directory names."""
     p = Path(path)
+    file = str(path)
     if not p.is_file():
-        raise ConfigError(str(path), "file not found", "pass the path of a pipelines.yaml")
+        raise ConfigError(file, "file not found", "pass the path of a pipelines.yaml")
+    with p.open("rb") as fh:
+        raw = fh.read(MAX_YAML_BYTES + 1)
+    if len(raw) > MAX_YAML_BYTES:
+        raise ConfigError(file, f"larger than {MAX_YAML_BYTES >> 10} KiB", "a pipelines file is a few KiB; is this the right file?")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{file}:{line}", f"not UTF-8 (byte 0x{raw[err.start]:02x})", "save the file as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except _YamlLimit as err:
+        raise ConfigError(f"{file}:{err.line}", err.message, err.hint) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        where = f"{file}:{mark.line + 1}" if mark else file
         raise ConfigError(where, f"not valid YAML ({getattr(err, 'problem', err)})") from None
+    except RecursionError:
+        raise ConfigError(file, "nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("pipelines"), dict):
-        raise ConfigError("pipelines", "missing or not a mapping", "the file needs `pipelines: {name: {...}}`")
+        raise _fail(file, line_of(data, "pipelines"), "pipelines", "missing or not a mapping", "the file needs `pipelines: {name: {...}}`")
     for key in data:
         if key not in ("defaults", "pipelines", "version"):
-            raise ConfigError(key, "unknown top-level key", "top-level keys: version, defaults, pipelines")
+            raise _fail(file, line_of(data, str(key)), str(key), "unknown top-level key", "top-level keys: version, defaults, pipelines")
+    if "version" in data:
+        version = data["version"]
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
+            raise _fail(file, line_of(data, "version"), "version", f"{version!r} is not a supported version",
+                        f"supported: {', '.join(map(str, SUPPORTED_VERSIONS))}")
+    if not data["pipelines"]:
+        raise _fail(file, line_of(data, "pipelines"), "pipelines", "no pipelines defined", "add one: `pipelines: {name: {model: ..., stages: [...]}}`")
+    for name in data["pipelines"]:
+        try:
+            safe_name(name, "pipeline name")
+        except ValueError as err:
+            line = getattr(data["pipelines"], "lines", {}).get(name)
+            raise _fail(file, line, f"pipelines.{name}", str(err), "it names the run directory") from None
     return data
+
+
+def _locate(err: ConfigError, data: dict[str, Any], file: str) -> ConfigError:
+    """Attach the file and the line of the error's YAML path (best effort)."""
+    if not err.file:
+        err.file = file
+        err.line = line_of(data, err.path)
+    return err
 
 
 def _step_id(entry: Any) -> str | None:
@@ -120,7 +284,7 @@ def _step_id(entry: Any) -> str | None:
         (name, params), = entry.items()
         if isinstance(params, dict) and "id" in params:
             return str(params["id"])
-        return str(name)
+        return name if isinstance(name, str) else None
     return None
 
 
@@ -150,29 +314,62 @@ def _resolve_raw(data: dict[str, Any], name: str, chain: tuple[str, ...] = ()) -
         merged["description"] = raw.get("description", merged.get("description", ""))
     else:
         merged = copy.deepcopy({k: v for k, v in raw.items() if k not in ("set", "drop", "append")})
-    stages = list(merged.get("stages") or [])
+    stages_raw = merged.get("stages") or []
+    if not isinstance(stages_raw, list):
+        raise ConfigError(f"{path}.stages", f"expected a list of steps, got {short_repr(stages_raw)}", "stages: [finetune, {evaluate: {...}}]")
+    stages = list(stages_raw)
     ids = [_step_id(s) for s in stages]
-    for sid, params in (raw.get("set") or {}).items():
+    set_ = _typed(raw.get("set"), dict, f"{path}.set", "a mapping of step id -> parameters", "set: {finetune: {train: {epochs: 1}}}")
+    drop = _typed(raw.get("drop"), list, f"{path}.drop", "a list of step ids", "drop: [evaluate]")
+    append = _typed(raw.get("append"), list, f"{path}.append", "a list of steps", "append: [evaluate]")
+    for sid, params in set_.items():
         if sid not in ids:
             raise ConfigError(f"{path}.set.{sid}", "no step with this id", f"steps: {', '.join(str(i) for i in ids)}")
+        _typed(params, dict, f"{path}.set.{sid}", "a mapping of parameters", "set: {finetune: {train: {epochs: 1}}}")
         i = ids.index(sid)
         entry = stages[i]
         stage_name = entry if isinstance(entry, str) else next(iter(entry))
         old = {} if isinstance(entry, str) else (entry[stage_name] or {})
+        if not isinstance(old, dict):
+            raise ConfigError(f"{path}.stages[{i}].{stage_name}", f"expected a mapping of parameters, got {short_repr(old)}")
         stages[i] = {stage_name: _deep_merge(old, params)}
-    for sid in raw.get("drop") or []:
-        if sid not in ids:
-            raise ConfigError(f"{path}.drop", f"no step with id {sid!r}", f"steps: {', '.join(str(i) for i in ids)}")
+    for sid in drop:
+        if not isinstance(sid, str) or sid not in ids:
+            raise ConfigError(f"{path}.drop", f"no step with id {short_repr(sid)}", f"steps: {', '.join(str(i) for i in ids)}")
         i = ids.index(sid)
         del stages[i], ids[i]
-    stages.extend(raw.get("append") or [])
+    stages.extend(append)
     merged["stages"] = stages
     return merged
+
+
+def _typed(value: Any, kind: type, path: str, what: str, hint: str = "") -> Any:
+    """`value` (or an empty `kind` when absent) if it is a `kind`; else a ConfigError."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ConfigError(path, f"expected {what}, got {short_repr(value)}", hint)
+    return value
 
 
 def _check_file(path: str, yaml_path: str, what: str) -> None:
     if not Path(path).expanduser().exists():
         raise ConfigError(yaml_path, f"{what} {path!r} does not exist", "check the path (relative paths are from the current directory)")
+
+
+def _check_inputs_exist(roles: tuple[str, ...], explicit: dict[str, Any], kinds: list[str], teacher: Any, earlier: set[str], path: str) -> None:
+    """Each required input role has an earlier step to come from (as the runner resolves it),
+    so a pipeline that cannot run fails validation instead of stopping mid-run."""
+    for role in roles:
+        name = role.lstrip("?")
+        if role.startswith("?") or name == "*" or name in explicit:
+            continue
+        if name == "teacher":
+            ok = teacher in earlier if isinstance(teacher, str) else "model" in kinds
+        else:
+            ok = name in kinds
+        if not ok:
+            raise ConfigError(path, f"needs a `{name}` artifact from an earlier step", "add a stage that makes one before it")
 
 
 def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> Pipeline:
@@ -182,62 +379,92 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
         raise ConfigError("defaults", "expected a mapping")
     raw = _deep_merge(defaults, _resolve_raw(data, name))
     path = f"pipelines.{name}"
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{path}.description", f"expected a string, got {short_repr(description)}")
     model = raw.get("model")
     if not isinstance(model, str) or not model:
-        raise ConfigError(f"{path}.model", "missing model source", "e.g. packaged:minilm-l6, hf:albert-base-v2, config:albert-base-v2")
+        raise ConfigError(f"{path}.model", f"missing model source (got {short_repr(model)})", "e.g. packaged:minilm-l6, hf:albert-base-v2, config:albert-base-v2")
     try:
         source_info = models.describe_source(model)
     except FieldError as err:
         raise ConfigError(f"{path}.model", err.message, err.hint) from None
     task = build(TaskConfig, raw.get("task"), f"{path}.task")
-    for split_name, split_path in task.files().items():
-        _check_file(str(split_path), f"{path}.task", f"{split_name} file")
+    try:
+        for split_name, split_path in task.files().items():
+            _check_file(str(split_path), f"{path}.task", f"{split_name} file")
+    except (ValueError, RuntimeError, OSError) as err:  # a NUL byte, an unknown ~user
+        raise ConfigError(f"{path}.task", f"unusable data path ({err})") from None
     seed = raw.get("seed", 42)
     threads = raw.get("threads", 2)
     for key, val in (("seed", seed), ("threads", threads)):
-        if not isinstance(val, int) or isinstance(val, bool) or val < (1 if key == "threads" else 0):
-            raise ConfigError(f"{path}.{key}", f"expected a non-negative integer, got {val!r}")
+        if not isinstance(val, int) or isinstance(val, bool) or val < (1 if key == "threads" else 0) or val >= 2**32:
+            raise ConfigError(f"{path}.{key}", f"expected {'a positive' if key == 'threads' else 'a non-negative'} integer below 2**32, got {short_repr(val)}")
     budget = build(Budget, raw.get("budget"), f"{path}.budget")
     stages_raw = raw.get("stages")
+    if stages_raw is not None and not isinstance(stages_raw, list):
+        raise ConfigError(f"{path}.stages", f"expected a list of steps, got {short_repr(stages_raw)}")
     if not stages_raw:
         raise ConfigError(f"{path}.stages", "a pipeline needs at least one stage")
     steps: list[Step] = []
     seen: set[str] = set()
+    # What static checks may know of each step's input model: the source's architecture,
+    # as changed by earlier steps that say how (`output_facts`), plus the task's max length.
+    base_facts = dict(source_info, max_seq_len=task.max_seq_len)
+    facts_by_step: dict[str, dict[str, Any]] = {}
+    latest_facts = base_facts
+    kinds: list[str] = []  # output kind of each earlier step
     for i, entry in enumerate(stages_raw):
         spath = f"{path}.stages[{i}]"
         if isinstance(entry, str):
             stage_name, params = entry, {}
         elif isinstance(entry, dict) and len(entry) == 1:
             (stage_name, params), = entry.items()
+            if params is not None and not isinstance(params, dict):
+                raise ConfigError(f"{spath}.{stage_name}", f"expected a mapping of parameters, got {short_repr(params)}", f"e.g. {{{stage_name}: {{id: ...}}}}")
             params = dict(params or {})
         else:
             raise ConfigError(spath, "a step is `name` or `{name: {params}}`")
         if stage_name not in STAGE_MODULES:
             close = difflib.get_close_matches(str(stage_name), list(STAGE_MODULES), n=1)
             raise ConfigError(f"{spath}.{stage_name}", "unknown stage", f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(STAGE_MODULES)}")
-        step_id = str(params.pop("id", stage_name))
+        step_id = params.pop("id", stage_name)
+        if isinstance(step_id, int) and not isinstance(step_id, bool):
+            step_id = str(step_id)
+        try:
+            safe_name(step_id, "step id")
+        except ValueError as err:
+            raise ConfigError(f"{spath}.{stage_name}.id", str(err), "the id names the step's artifact directory") from None
         if step_id in seen:
             raise ConfigError(f"{spath}.{stage_name}.id", f"duplicate step id {step_id!r}", "give repeated stages distinct `id`s")
         seen.add(step_id)
-        inputs = params.pop("inputs", {}) or {}
+        inputs = _typed(params.pop("inputs", None), dict, f"{spath}.{stage_name}.inputs", "a mapping of role -> earlier step id", "inputs: {teacher: teacher}")
         spec = get_stage(stage_name)
         for role, ref in inputs.items():
-            if ref not in seen or ref == step_id:
-                raise ConfigError(f"{spath}.{stage_name}.inputs.{role}", f"{ref!r} is not an earlier step")
+            if not isinstance(ref, str) or ref not in seen or ref == step_id:
+                raise ConfigError(f"{spath}.{stage_name}.inputs.{role}", f"{short_repr(ref)} is not an earlier step")
         cfg = build(spec.config_cls, params, f"{spath}.{stage_name}")
+        facts = base_facts
+        if "model" in spec.inputs:
+            facts = facts_by_step.get(inputs["model"], base_facts) if "model" in inputs else latest_facts
         pipeline_check = getattr(cfg, "check_pipeline", None)
         if callable(pipeline_check):
             try:
-                pipeline_check(source_info)
+                pipeline_check(facts)
             except FieldError as err:
                 raise ConfigError(f"{spath}.{stage_name}.{err.field}", err.message, err.hint) from None
+        _check_inputs_exist(spec.inputs, inputs, kinds, raw.get("teacher"), seen - {step_id}, f"{spath}.{stage_name}")
+        kinds.append(spec.output_kind)
+        if spec.output_kind == "model":
+            derive = getattr(cfg, "output_facts", None)
+            latest_facts = facts_by_step[step_id] = derive(facts) if callable(derive) else facts
         steps.append(Step(id=step_id, stage=stage_name, config=cfg, inputs=dict(inputs), path=f"{spath}.{stage_name}"))
     teacher = raw.get("teacher")
-    if teacher is not None and teacher not in seen:
-        raise ConfigError(f"{path}.teacher", f"{teacher!r} is not a step id")
+    if teacher is not None and (not isinstance(teacher, str) or teacher not in seen):
+        raise ConfigError(f"{path}.teacher", f"{short_repr(teacher)} is not a step id", f"steps: {', '.join(sorted(seen))}")
     return Pipeline(
         name=name,
-        description=str(raw.get("description", "")),
+        description=description,
         model=model,
         task=task,
         seed=seed,
@@ -251,13 +478,21 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
 
 
 def load_pipeline(path: str | Path, name: str) -> Pipeline:
-    return resolve_pipeline(load_yaml(path), name, str(path))
+    """Load and validate one pipeline; a ConfigError names the file and line."""
+    data = load_yaml(path)
+    try:
+        return resolve_pipeline(data, name, str(path))
+    except ConfigError as err:
+        raise _locate(err, data, str(path)) from None
 
 
 def validate_file(path: str | Path) -> list[Pipeline]:
-    """Validate every pipeline in the file; raises the first ConfigError."""
+    """Validate every pipeline in the file; raises the first ConfigError (with file:line)."""
     data = load_yaml(path)
-    return [resolve_pipeline(data, name, str(path)) for name in data["pipelines"]]
+    try:
+        return [resolve_pipeline(data, name, str(path)) for name in data["pipelines"]]
+    except ConfigError as err:
+        raise _locate(err, data, str(path)) from None
 
 
 def stable_hash(obj: Any) -> str:

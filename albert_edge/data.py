@@ -9,7 +9,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from albert_edge.paths import shared_data_dir
 from albert_edge.schema import require
@@ -87,11 +87,45 @@ def _format_of(path: Path, fmt: str) -> str:
     raise DataError(f"{path}: cannot tell the format from the extension; set task.format to tsv, csv or jsonl")
 
 
+# A text-classification row is a sentence or two: a longer physical line is a broken file
+# (a missing newline, a binary blob), reported as a bad row instead of being read into memory.
+MAX_LINE_BYTES = 1 << 17  # csv's own default field limit
+
+
+def _decoded_lines(fh: IO[bytes], problems: dict[int, str]) -> Iterator[str]:
+    """The file's lines as text; a line that is not UTF-8 or is too long is recorded in
+    `problems` (line number -> why) and given as an empty line, so a reader skips past it."""
+    for lineno, line in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while (rest := fh.readline(MAX_LINE_BYTES)) and not rest.endswith(b"\n"):
+                pass  # drop the rest of the over-long line, a chunk at a time
+            problems[lineno] = f"line longer than {MAX_LINE_BYTES} bytes"
+            yield "\n"
+            continue
+        if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]  # a UTF-8 byte-order mark (Excel, Notepad) is not part of the header
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            problems[lineno] = f"not UTF-8 (byte 0x{line[err.start]:02x} at column {err.start + 1})"
+            yield "\n"
+
+
+def _first_problem(problems: dict[int, str], first: int, last: int) -> str:
+    """The recorded problem of any physical line in first..last (a row may span lines)."""
+    return next((problems.pop(n) for n in range(first, last + 1) if n in problems), "")
+
+
 def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
     """Yield (line number, row or None if unparsable, raw problem)."""
-    with path.open(encoding="utf-8", newline="") as fh:
+    problems: dict[int, str] = {}
+    with path.open("rb") as fh:
+        lines = _decoded_lines(fh, problems)
         if fmt == "jsonl":
-            for lineno, line in enumerate(fh, start=1):
+            for lineno, line in enumerate(lines, start=1):
+                if lineno in problems:
+                    yield lineno, None, problems.pop(lineno)
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -102,12 +136,31 @@ def _rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | None, st
                 yield (lineno, row, "") if isinstance(row, dict) else (lineno, None, "not a JSON object")
             return
         # GLUE TSVs are not quoted: a sentence may hold a double quote.
-        reader = csv.reader(fh, delimiter="\t" if fmt == "tsv" else ",", quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
-        header = next(reader, None)
+        reader = csv.reader(lines, delimiter="\t" if fmt == "tsv" else ",", quoting=csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL)
+        try:
+            header = next(reader, None)
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: unreadable header ({err})") from None
+        if 1 in problems:
+            raise DataError(f"{path}:1: header: {problems[1]}")
         if header is None:
             return
-        for row in reader:
-            lineno = reader.line_num
+        done = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+                problem = _first_problem(problems, done + 1, reader.line_num)
+            except StopIteration:
+                return
+            except csv.Error as err:  # e.g. a quoted field past csv's size limit: name where the row starts
+                problem = _first_problem(problems, done + 1, reader.line_num) or f"unreadable row ({err})"
+                yield done + 1, None, problem
+                done = reader.line_num
+                continue
+            lineno, done = reader.line_num, reader.line_num
+            if problem:
+                yield lineno, None, problem
+                continue
             if not row or row == [""]:
                 continue
             if len(row) != len(header):

@@ -53,15 +53,52 @@ def _config_dict(spec: str) -> dict[str, Any]:
         except json.JSONDecodeError as err:
             raise FieldError("model", f"inline config is not JSON ({err.msg})") from None
     else:
-        path = Path(spec).expanduser()
+        path = _local_path(spec)
         if not path.is_file():
             raise FieldError("model", f"config {spec!r} is neither a known name ({', '.join(NAMED_CONFIGS)}) nor a JSON file")
-        over = json.loads(path.read_text())
-    base = dict(NAMED_CONFIGS.get(over.pop("base", "albert-base-v2"), ALBERT_BASE_V2)) if isinstance(over, dict) else None
-    if base is None:
-        raise FieldError("model", "a config must be a JSON object")
+        over = _read_json_file(path, "config file")
+    if not isinstance(over, dict):
+        raise FieldError("model", "a config must be a JSON object", 'e.g. config:{"base": "tiny", "num_hidden_layers": 4}')
+    base_name = over.pop("base", "albert-base-v2")
+    if not isinstance(base_name, str) or base_name not in NAMED_CONFIGS:
+        raise FieldError("model", f"config base {base_name!r} is not a known config", f"bases: {', '.join(NAMED_CONFIGS)}")
+    base = dict(NAMED_CONFIGS[base_name])
     base.update(over)
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size", "embedding_size"):
+        val = base.get(key)
+        if not isinstance(val, int) or isinstance(val, bool) or val < 1:
+            raise FieldError("model", f"config {key} must be a positive integer, got {val!r}")
+    if base["hidden_size"] % base["num_attention_heads"]:
+        raise FieldError("model", f"config hidden_size {base['hidden_size']} is not divisible by {base['num_attention_heads']} heads")
     return base
+
+
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _local_path(text: str) -> Path:
+    """`text` as a local path (~ expanded); a FieldError when it cannot be one."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as err:  # ~user that does not exist
+        raise FieldError("model", f"{text!r}: {err}") from None
+
+
+def _read_json_file(path: Path, what: str) -> Any:
+    """A small JSON file, or a FieldError saying why not (size, encoding, syntax)."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise FieldError("model", f"{what} {str(path)!r} cannot be read ({err.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise FieldError("model", f"{what} {str(path)!r} is larger than {MAX_CONFIG_BYTES >> 10} KiB", "a model config is a small JSON object")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise FieldError("model", f"{what} {str(path)!r} is not UTF-8 JSON") from None
+    except json.JSONDecodeError as err:
+        raise FieldError("model", f"{what} {str(path)!r} is not JSON (line {err.lineno}: {err.msg})") from None
 
 
 def describe_source(source: str) -> dict[str, Any]:
@@ -76,9 +113,11 @@ def describe_source(source: str) -> dict[str, Any]:
         return {"kind": kind, "random_weights": True, **{k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")}}
     if not rest:
         raise FieldError("model", "hf: needs a hub id or a local directory")
-    local = Path(rest).expanduser()
+    local = _local_path(rest)
     if local.is_dir() and (local / "config.json").is_file():
-        cfg = json.loads((local / "config.json").read_text())
+        cfg = _read_json_file(local / "config.json", "model config")
+        if not isinstance(cfg, dict):
+            raise FieldError("model", f"{str(local / 'config.json')!r} is not a JSON object")
         return {"kind": kind, "random_weights": False, "num_hidden_layers": cfg.get("num_hidden_layers"), "hidden_size": cfg.get("hidden_size")}
     if rest.startswith((".", "/", "~")):
         raise FieldError("model", f"local model directory {rest!r} does not exist or has no config.json")
@@ -187,7 +226,8 @@ def load_source(source: str, num_labels: int = 2, seed: int = 0) -> tuple[Any, A
         tok = albert_tokenizer()
     else:
         tok = AutoTokenizer.from_pretrained(rest)
-        model = AutoModelForSequenceClassification.from_pretrained(rest, num_labels=num_labels, ignore_mismatched_sizes=True)
+        # safetensors only: a pickled checkpoint (pytorch_model.bin) can run code when loaded
+        model = AutoModelForSequenceClassification.from_pretrained(rest, num_labels=num_labels, ignore_mismatched_sizes=True, use_safetensors=True)
     return model, tok, info
 
 

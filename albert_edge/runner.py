@@ -16,6 +16,7 @@ from typing import Any
 from albert_edge.artifacts import Artifact, ArtifactStore, library_versions
 from albert_edge.budget import Budget, judge
 from albert_edge.config import Pipeline, Step, stable_hash
+from albert_edge.data import DataError
 from albert_edge.lease import Lease, LeaseTimeout
 from albert_edge.registry import StageSpec, get_stage
 from albert_edge.schema import to_dict
@@ -33,6 +34,12 @@ class GateFailed(RuntimeError):
 
 class StageError(RuntimeError):
     """Raised by a stage for an expected failure (bad input, parity miss): message only, no traceback."""
+
+
+class StageInputError(StageFailed):
+    """Bad input met inside a stage (a data file, a parameter this model cannot take): the
+    user's to fix, so the run exits 2 like a config error. Stages raise it; data.DataError
+    is treated the same."""
 
 
 @dataclass
@@ -227,7 +234,7 @@ def run_pipeline(
         result.error, result.exit_code = str(err), 1
         log.error("budget gate failed: %s", err)
     except StageFailed as err:
-        result.error, result.exit_code = str(err), 1
+        result.error, result.exit_code = str(err), (2 if isinstance(err, StageInputError) else 1)
         log.error("%s", err)
     finally:
         _write_summary(result, pipeline)
@@ -264,6 +271,8 @@ def _build(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, An
     ctx = StageContext(step, step.config, pipeline, inputs, tmp, log)
     try:
         metrics = spec.fn(ctx) or {}
+    except (StageInputError, DataError) as err:
+        raise StageInputError(f"stage {step.id}: bad input: {err}") from None
     except StageError as err:
         raise StageFailed(f"stage {step.id} failed: {err}") from None
     except Exception as err:  # a bug or an environment problem: keep the traceback in the log

@@ -377,6 +377,9 @@ def cli_report(args: Any) -> int:
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ValueError as err:  # JSON or UTF-8 errors: not a results file or run directory
+        print(f"error: {args.run}: not benchmark results ({type(err).__name__}: {err})", file=sys.stderr)
+        return 2
     if not rows:
         print(f"error: {args.run}: no benchmark rows (run `albert-edge bench` first)", file=sys.stderr)
         return 2

@@ -50,6 +50,14 @@ class DistillConfig:
             raise FieldError("student.num_attention_heads", f"the teacher's hidden size {hidden} is not divisible by {self.student.num_attention_heads} heads")
 
 
+    def output_facts(self, teacher: dict[str, Any]) -> dict[str, Any]:
+        """The student's architecture, for static checks of later steps (e.g. prune's head count)."""
+        s = self.student
+        return dict(teacher, num_hidden_layers=s.num_hidden_layers, hidden_size=s.hidden_size or teacher.get("hidden_size"),
+                    num_attention_heads=s.num_attention_heads or teacher.get("num_attention_heads"),
+                    intermediate_size=s.intermediate_size or teacher.get("intermediate_size"))
+
+
 @stage("distill", config=DistillConfig, version="2", inputs=("teacher",), output="model", gated=True)
 def distill(ctx: Any) -> dict[str, Any]:
     """Distil the teacher into an ALBERT student (layer selection, shared groups, SVD embeddings)."""

@@ -11,7 +11,7 @@ import numpy as np
 from albert_edge.data import batch_indices, pad_batch
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
-from albert_edge.schema import require
+from albert_edge.schema import FieldError, require
 from albert_edge.stages.common import evaluate_and_save, selection_note, task_data
 from albert_edge.training import TrainConfig, predict_logits, to_torch, total_steps, train
 from compress import sparsity as sp
@@ -59,6 +59,26 @@ class PruneConfig:
         if self.method == "structured":
             require(self.heads != 0 or self.ffn != 0, "heads", "nothing to prune (heads and ffn are both 0)")
 
+    def check_pipeline(self, model: dict[str, Any]) -> None:
+        """A count of heads or neurons to remove per layer must leave each layer one: known
+        at validation time when the input model's size is (the source's, or a student's)."""
+        if self.method != "structured" or self.global_ranking:
+            return
+        for key, size_key, what in (("heads", "num_attention_heads", "heads"), ("ffn", "intermediate_size", "FFN neurons")):
+            n, amount = model.get(size_key), getattr(self, key)
+            if isinstance(n, int) and isinstance(amount, int) and amount > n - 1:
+                raise FieldError(key, f"removes {amount} of the input model's {n} {what} per layer; every layer keeps at least one",
+                                 f"use at most {n - 1}, or a fraction such as 0.5")
+
+    def output_facts(self, model: dict[str, Any]) -> dict[str, Any]:
+        """The pruned model's head and FFN sizes, where they are the same in every layer."""
+        out = dict(model)
+        for key, size_key in (("heads", "num_attention_heads"), ("ffn", "intermediate_size")):
+            n = out.get(size_key)
+            if self.method == "structured" and isinstance(n, int):
+                out[size_key] = None if self.global_ranking else n - min(st.amount(getattr(self, key), n), n - 1)
+        return out
+
 
 def _accuracy(model: Any, enc: Any, pad: int) -> float:
     return float((predict_logits(model, enc, pad_id=pad).argmax(-1) == np.asarray(enc.labels)).mean())
@@ -73,6 +93,12 @@ def _structured(ctx: Any, model: Any, loss: Any, data: dict[str, Any], pad: int)
             head_s, neuron_s = st.taylor_scores(model, batches, loss)
     else:
         head_s, neuron_s = st.magnitude_scores(model)
+    for key, scores, what in (("heads", head_s, "heads"), ("ffn", neuron_s, "FFN neurons")):
+        problem = st.too_many(scores, getattr(cfg, key), cfg.global_ranking, what)
+        if problem:
+            from albert_edge.runner import StageInputError
+
+            raise StageInputError(f"{key}: {problem}")
     plan = st.Plan(st.select(head_s, cfg.heads, cfg.global_ranking), st.select(neuron_s, cfg.ffn, cfg.global_ranking))
     before = st.structure_counts(model)
     st.apply_plan(model, plan)

@@ -93,9 +93,25 @@ def magnitude_scores(model: Any) -> tuple[list[Any], list[Any]]:
     return heads, neurons
 
 
-def _amount(target: float | int, available: int) -> int:
+def amount(target: float | int, available: int) -> int:
     """A fraction (float < 1) or a count (int) of `available` structures."""
     return round(target * available) if isinstance(target, float) else int(target)
+
+
+def too_many(scores: list[Any], target: float | int, global_ranking: bool, what: str) -> str:
+    """Why a count (int) `target` cannot be removed while every layer keeps one structure, or
+    "" (a fraction is rounded, so `select` may keep one back; a count is taken literally)."""
+    if not isinstance(target, int) or not scores:
+        return ""
+    if global_ranking:
+        total, most = sum(len(s) for s in scores), sum(len(s) for s in scores) - len(scores)
+        if target > most:
+            return f"removing {target} of {total} {what} would empty a layer; at most {most} can go (one kept per layer)"
+        return ""
+    fewest = min(len(s) for s in scores)
+    if target > fewest - 1:
+        return f"removing {target} {what} per layer would empty a layer of {fewest}; use at most {fewest - 1}"
+    return ""
 
 
 def select(scores: list[Any], target: float | int, global_ranking: bool) -> list[list[int]]:
@@ -110,11 +126,11 @@ def select(scores: list[Any], target: float | int, global_ranking: bool) -> list
     if not global_ranking:
         out = []
         for s in scores:
-            k = min(_amount(target, len(s)), len(s) - 1)
+            k = min(amount(target, len(s)), len(s) - 1)
             out.append(sorted(torch.argsort(s)[:k].tolist()) if k > 0 else [])
         return out
     total = sum(len(s) for s in scores)
-    k = min(_amount(target, total), total - len(scores))
+    k = min(amount(target, total), total - len(scores))
     ranked = sorted(
         ((float(v), li, i) for li, s in enumerate(scores) for i, v in enumerate((s / s.norm().clamp_min(1e-12)).tolist())),
     )

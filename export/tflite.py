@@ -36,7 +36,7 @@ import numpy as np
 from albert_edge.artifacts import sha256_file
 from albert_edge.data import Encoded
 from albert_edge.registry import stage
-from albert_edge.schema import require
+from albert_edge.schema import FieldError, require
 from device_tests.edge_runtime import SIGNATURE_PREFIX
 from export.tflite_compact import compact_tflite, unique_names_copy
 
@@ -251,6 +251,14 @@ class ExportTFLiteConfig:
         require(self.parity_rows >= 1, "parity_rows", "check at least one row")
         require(self.calibration_rows >= 1, "calibration_rows", "calibrate on at least one row", "100-500 train rows")
         require(0 < self.atol <= 1, "atol", f"{self.atol} should be in (0, 1]", "fp32 files: 1e-4")
+
+    def check_pipeline(self, model: dict[str, Any]) -> None:
+        """A bucket longer than task.max_seq_len would be a signature no input ever fills
+        (inputs are truncated to max_seq_len first), so it is a mistake, not a clamp."""
+        longest = model.get("max_seq_len")
+        if isinstance(longest, int) and max(self.buckets) > longest:
+            raise FieldError("buckets", f"bucket {max(self.buckets)} is longer than task.max_seq_len {longest}",
+                             f"buckets up to {longest}, e.g. {[b for b in (32, 64, 128, 256) if b < longest] + [longest]}, or a larger task.max_seq_len")
 
 
 def _file_name(precision: str) -> str:

@@ -139,6 +139,6 @@ def test_stage_failure_is_clean_and_keeps_earlier_work(tmp_path):
     (bad_dir / "dev.tsv").write_text("sentence\tlabel\nfine \t1\n")
     y2 = write_yaml(tmp_path / "p2.yaml", TWO_STEP.replace("max_seq_len: 48}", f"max_seq_len: 48, data_dir: {bad_dir}}}"))
     res = run_yaml(y2, "two", cache)
-    assert res.exit_code == 1
+    assert res.exit_code == 2  # bad data is bad input, like a bad config
     assert "train.tsv:3" in res.error and "fields" in res.error
     assert Path(res.run_dir / "summary.json").is_file()

@@ -15,14 +15,14 @@ from albert_edge.training import predict_logits
 def task_data(ctx: Any, tokenizer: Any, splits: tuple[str, ...] = ("train", "validation", "eval")) -> dict[str, Encoded]:
     """Read and tokenise the pipeline's task splits; DataError becomes a clean stage error.
     Choices are made on `validation` (carved from train); `eval` is only reported."""
-    from albert_edge.runner import StageError
+    from albert_edge.runner import StageInputError
 
     out = {}
     for split in splits:
         try:
             ex = read_examples(ctx.pipeline.task, split)  # type: ignore[arg-type]
         except DataError as err:
-            raise StageError(str(err)) from None
+            raise StageInputError(str(err)) from None
         if ex.skipped:
             ctx.log.info("  %s: skipped %d malformed rows (on_bad_row: skip)", ex.source, ex.skipped)
         out[split] = encode(tokenizer, ex, ctx.pipeline.task.max_seq_len)

@@ -85,11 +85,13 @@ def parse_spec(spec: str) -> DeviceSpec:
     if s.startswith("ssh://"):
         rest = s[len("ssh://"):].rstrip("/")
         user, _, hostport = rest.rpartition("@")
-        host, _, port = hostport.partition(":")
+        host, sep, port = hostport.partition(":")
         if not host:
             raise ValueError(f"device {spec!r}: no host (use ssh://user@host[:port])")
-        if port and not port.isdigit():
-            raise ValueError(f"device {spec!r}: port {port!r} is not a number")
+        if sep and not port.isdigit():
+            raise ValueError(f"device {spec!r}: port {port!r} is not a number (use 1..65535, or leave it out for 22)")
+        if sep and not 1 <= int(port) <= 65535:
+            raise ValueError(f"device {spec!r}: port {int(port)} is outside 1..65535")
         return DeviceSpec("ssh", s, user=user or None, host=host, port=int(port) if port else None)
     raise ValueError(f"unknown device {spec!r}: use local, ssh://user@host[:port], adb[:serial] or qemu-aarch64")
 
