@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.devices.base import DeviceError, DeviceSpec, run_command
+from benchmarks.devices.scratch import make_scratch_dir
 
 DEBIAN_SUITE = "bookworm"  # its python3.11 matches the wheels' cp311 tag and this repo's Python
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -262,7 +263,7 @@ class QemuDevice:
     def __init__(self, sysroot: QemuSysroot, name: str = "qemu-aarch64") -> None:
         self.name = name
         self.sysroot = sysroot
-        self._work = Path(tempfile.mkdtemp(prefix="albert-edge-qemu-"))
+        self._work = make_scratch_dir("qemu")  # owner-stamped: swept if this process is killed
         self._home = self._work / "home"
         self._home.mkdir()
 
