@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -190,6 +191,7 @@ def test_cleanup_refuses_a_directory_it_did_not_create(board):
 # ------------------------------------------------------------------ stalls and timeouts
 
 
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the openssh client (apt-get install openssh-client)")
 def test_listener_that_greets_and_stalls_gets_a_hint(tmp_path):
     """Something on the port answers with an ssh greeting and then says nothing: a DeviceError
     that names the handshake and the likely causes, not a bare "exit 255"."""
@@ -392,3 +394,26 @@ def test_killed_bench_leaves_nothing_that_clean_cannot_remove(board, tmp_path, p
         assert rc.returncode == 0, rc.stderr
         assert mine.is_dir(), "clean removed the scratch dir of a live run"
     assert _leftovers(private_tmp) == [], _leftovers(private_tmp)
+
+
+def test_sweep_removes_only_dead_owners_on_this_host(private_tmp):
+    """Only dirs whose owner is dead (or whose pid now names a process that started at another
+    time) are removed; a live owner's, another host's and unknown names are kept."""
+    from benchmarks.devices.scratch import _start_time, host_tag, sweep
+
+    gone_pid = subprocess.Popen(["true"])
+    gone_pid.wait()
+    me = os.getpid()
+    names = {
+        "dead": f"albert-edge-bench.{host_tag()}-p{gone_pid.pid}-1.abc",
+        "reused": f"albert-edge-bench.{host_tag()}-p{me}-{_start_time(me) + 1}.abc",
+        "live": f"albert-edge-bench.{host_tag()}-p{me}-{_start_time(me)}.abc",
+        "other-host": f"albert-edge-bench.00000000-p{gone_pid.pid}-1.abc",
+        "not-ours": "albert-edge-bench-legacy",
+    }
+    for n in names.values():
+        (private_tmp / n).mkdir()
+        (private_tmp / n / "inputs.npz").write_bytes(b"x")
+    removed = {p.name for p in sweep(private_tmp)}
+    assert removed == {names["dead"], names["reused"]}
+    assert all((private_tmp / names[k]).is_dir() for k in ("live", "other-host", "not-ours"))

@@ -2,16 +2,19 @@
 
 A benchmark killed mid-run (SIGKILL, a lost terminal) cannot remove its staged copies of the
 model files and its inputs.npz. Every such directory is made here, in the system temp dir, as
-`albert-edge-KIND.pPID-START.XXXXXXXX` (START: the owner's start time, so a reused pid is not
-taken for the owner). `sweep()` removes the ones whose owner is gone; the harness runs it at
-start-up and `albert-edge clean` runs it too. Directories of live runs are never touched.
+`albert-edge-KIND.HOST-pPID-START.XXXXXXXX` (HOST: a short hash of the host name, so a temp dir
+shared with another machine or container is left to it; START: the owner's start time, so a
+reused pid is not taken for the owner). `sweep()` removes the ones whose owner is gone; the
+harness runs it at start-up and `albert-edge clean` runs it too. Live runs' dirs are never touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 PREFIX = "albert-edge-"
-_NAME = re.compile(r"^albert-edge-(?P<kind>[a-z]+)\.p(?P<pid>\d+)-(?P<start>\d+)\.[A-Za-z0-9_]+$")
+_NAME = re.compile(r"^albert-edge-(?P<kind>[a-z]+)\.(?P<host>[0-9a-f]{8})-p(?P<pid>\d+)-(?P<start>\d+)\.[A-Za-z0-9_]+$")
+
+
+def host_tag() -> str:
+    """8 hex digits naming this machine (its host name), shared by every process on it."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _start_time(pid: int) -> int:
@@ -32,9 +40,9 @@ def _start_time(pid: int) -> int:
 
 
 def owner_tag(pid: int | None = None) -> str:
-    """`pPID-START` of this (or the given) process."""
+    """`HOST-pPID-START` of this (or the given) process."""
     pid = os.getpid() if pid is None else pid
-    return f"p{pid}-{_start_time(pid)}"
+    return f"{host_tag()}-p{pid}-{_start_time(pid)}"
 
 
 def owner_alive(pid: int, start: int) -> bool:
@@ -72,13 +80,14 @@ def sweep(root: Path | None = None) -> list[Path]:
     """Remove this user's scratch directories whose owner process is gone; return them."""
     root = Path(root or tempfile.gettempdir())
     removed: list[Path] = []
+    here = host_tag()
     try:
         candidates = sorted(root.glob(f"{PREFIX}*"))
     except OSError:
         return removed
     for path in candidates:
         m = _NAME.match(path.name)
-        if not m:
+        if not m or m["host"] != here:
             continue
         try:
             st = path.lstat()
@@ -94,4 +103,4 @@ def sweep(root: Path | None = None) -> list[Path]:
     return removed
 
 
-__all__ = ["make_scratch_dir", "owner_alive", "owner_tag", "scratch_dir", "sweep"]
+__all__ = ["host_tag", "make_scratch_dir", "owner_alive", "owner_tag", "scratch_dir", "sweep"]
