@@ -417,3 +417,27 @@ def test_sweep_removes_only_dead_owners_on_this_host(private_tmp):
     removed = {p.name for p in sweep(private_tmp)}
     assert removed == {names["dead"], names["reused"]}
     assert all((private_tmp / names[k]).is_dir() for k in ("live", "other-host", "not-ours"))
+
+
+@pytest.mark.parametrize(("spec", "words"), [("ssh://u@h:0", "1..65535"), ("ssh://u@h:70000", "1..65535"), ("ssh://u@h:", "empty port")])
+def test_ssh_port_is_never_dropped(tmp_path, capsys, spec, words):
+    """`ssh://u@h:0` used to fall back to port 22 without a word: exit 2 naming the port."""
+    rc, out = _bench(capsys, str(_bundle(tmp_path / "b")), "--device", spec, "--out", str(tmp_path / "o"), *FAST)
+    assert rc == 2 and words in out and "Traceback" not in out, out
+
+
+def test_push_never_follows_a_link_out_of_the_directory(board, tmp_path):
+    """A bundle pushed for device_tests holding a symlink to a file elsewhere is refused before
+    anything is sent: the board never receives the file behind the link."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host secret")
+    src = tmp_path / "bundle"
+    src.mkdir()
+    (src / "metadata.json").write_text("{}")
+    (src / "model.onnx").symlink_to(secret)
+    dev = get_device("ssh://tester@board")
+    with pytest.raises(DeviceError, match="links outside"):
+        dev.push(src)
+    dev.close()
+    assert not any("tar -x" in c for c in board.commands())
+    assert "host secret" not in "".join(p.read_text(errors="replace") for p in board.tmp.rglob("*") if p.is_file())

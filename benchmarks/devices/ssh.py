@@ -34,7 +34,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec
+from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec, links_outside
 from benchmarks.devices.scratch import scratch_dir
 
 SSH_DROPPED = 255  # ssh's own exit code for connection errors
@@ -237,6 +237,9 @@ class SshDevice:
         local_dir = Path(local_dir)
         if not local_dir.is_dir() or local_dir.name in ("", ".", ".."):
             raise DeviceError(f"{self.name}: {local_dir} is not a named directory")
+        outside = links_outside(local_dir)
+        if outside:
+            raise DeviceError(f"{self.name}: not sending {local_dir}: {outside[0]} links outside it (copy the file in instead)")
         dest = f"{self._ensure_workdir()}/{local_dir.name}"
 
         def send(pipe: IO[bytes]) -> None:
