@@ -369,8 +369,8 @@ def _leftovers(tmp: Path) -> list[Path]:
 
 def test_killed_bench_leaves_nothing_that_clean_cannot_remove(board, tmp_path, private_tmp):
     """SIGKILL mid-row leaves scratch dirs and inputs.npz; `albert-edge clean` removes those
-    whose owner is dead and keeps a live run's. (The orphaned board command ends by its own
-    --timeout.)"""
+    whose owner is dead and keeps a live run's; the board's work dir goes with the next session.
+    (The orphaned board command ends by its own --timeout.)"""
     bundle = _bundle(tmp_path / "b")
     (bundle / "eval.npz").unlink()  # synthetic inputs: the CLI's own temp inputs.npz too
     env = {**os.environ, **board.env, "TMPDIR": str(private_tmp), "FAKE_BOARD_HANG": "1", "PYTHONPATH": str(REPO)}
@@ -394,6 +394,12 @@ def test_killed_bench_leaves_nothing_that_clean_cannot_remove(board, tmp_path, p
         assert rc.returncode == 0, rc.stderr
         assert mine.is_dir(), "clean removed the scratch dir of a live run"
     assert _leftovers(private_tmp) == [], _leftovers(private_tmp)
+    # on the board: the killed run's work dir goes with the next session from this host
+    assert [p.name[:12] for p in board.tmp.iterdir()] == ["albert-edge."]
+    dev = get_device("ssh://tester@board")
+    assert dev.run(["true"], 10)[0] == 0
+    dev.close()
+    assert list(board.tmp.iterdir()) == []
 
 
 def test_sweep_removes_only_dead_owners_on_this_host(private_tmp):
@@ -441,3 +447,23 @@ def test_push_never_follows_a_link_out_of_the_directory(board, tmp_path):
     dev.close()
     assert not any("tar -x" in c for c in board.commands())
     assert "host secret" not in "".join(p.read_text(errors="replace") for p in board.tmp.rglob("*") if p.is_file())
+
+
+def test_board_sweep_keeps_live_and_foreign_work_dirs(board):
+    """A new session removes only board work dirs whose owner file names a dead process of this
+    host; a live run's, another host's and a dir without an owner file stay."""
+    from benchmarks.devices.scratch import _start_time, host_tag
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    me = os.getpid()
+    owners = {"Dead01": f"{host_tag()}-p{gone.pid}-1", "Live01": f"{host_tag()}-p{me}-{_start_time(me)}", "Other1": f"00000000-p{gone.pid}-1", "NoOwnr": None}
+    for name, owner in owners.items():
+        d = board.tmp / f"albert-edge.{name}"
+        d.mkdir()
+        if owner:
+            (d / ".albert-edge-owner").write_text(owner + "\n")
+    dev = get_device("ssh://tester@board")
+    assert dev.run(["true"], 10)[0] == 0
+    dev.close()
+    assert sorted(p.name for p in board.tmp.iterdir()) == ["albert-edge.Live01", "albert-edge.NoOwnr", "albert-edge.Other1"]

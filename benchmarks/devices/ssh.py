@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec, links_outside
-from benchmarks.devices.scratch import scratch_dir
+from benchmarks.devices.scratch import host_tag, owner_alive, owner_tag, scratch_dir
 
 SSH_DROPPED = 255  # ssh's own exit code for connection errors
 WORKDIR_PREFIX = "albert-edge."  # + mktemp's 6 characters
+OWNER_FILE = ".albert-edge-owner"  # in each remote work dir: HOST-pPID-START of the local process
 _WORKDIR = re.compile(r"^/(?:[A-Za-z0-9._+-]*/)*albert-edge\.[A-Za-z0-9]{6}$")
 TIMEOUT_RC = 124
 STAMP_CODE = (
@@ -199,13 +200,17 @@ class SshDevice:
 
         Its path is read only from a marker line that carries a fresh random token, never from
         the first word of the reply: a login that prints a banner (or a forged marker) cannot
-        name the directory that close() removes."""
+        name the directory that close() removes. The directory holds an owner file (this host
+        and process); work dirs left by a killed run of this host are removed on the way."""
         if self._workdir is None:
             nonce = secrets.token_hex(8)
-            marker, timeout_marker = f"ALBERT_EDGE_WORKDIR_{nonce}=", f"ALBERT_EDGE_HAS_TIMEOUT_{nonce}"
+            marker, timeout_marker, owner_marker = (f"ALBERT_EDGE_WORKDIR_{nonce}=", f"ALBERT_EDGE_HAS_TIMEOUT_{nonce}", f"ALBERT_EDGE_OWNER_{nonce}=")
             cmd = (
-                f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{WORKDIR_PREFIX}XXXXXX") && printf "%s%s\\n" {marker} "$d" && '
-                f"if command -v timeout >/dev/null 2>&1; then echo {timeout_marker}; fi"
+                f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{WORKDIR_PREFIX}XXXXXX") && printf "%s\\n" {shlex.quote(owner_tag())} > "$d/{OWNER_FILE}" && '
+                f'printf "%s%s\\n" {marker} "$d" && '
+                f"if command -v timeout >/dev/null 2>&1; then echo {timeout_marker}; fi; "
+                f'for o in "${{TMPDIR:-/tmp}}"/{WORKDIR_PREFIX}??????/{OWNER_FILE}; do '
+                f'if [ -f "$o" ] && [ "${{o%/*}}" != "$d" ]; then printf "%s%s %s\\n" {owner_marker} "${{o%/*}}" "$(sed -n 1p "$o")"; fi; done; true'
             )
             rc, out, err = self._ssh(cmd, 30 + self._margin())
             lines = [ln.strip("\r") for ln in out.decode(errors="replace").splitlines()]
@@ -215,7 +220,24 @@ class SshDevice:
                 raise DeviceError(f"{self.name}: cannot create a work directory ({why})")
             self._workdir = found[0]
             self._has_timeout = timeout_marker in lines
+            self._sweep_stale([ln[len(owner_marker):] for ln in lines if ln.startswith(owner_marker)])
         return self._workdir
+
+    def _sweep_stale(self, owned: list[str]) -> None:
+        """Remove work dirs whose owner file names a dead process of this host (a killed run)."""
+        stale = []
+        for entry in owned[:200]:
+            path, _, owner = entry.partition(" ")
+            m = re.fullmatch(r"([0-9a-f]{8})-p(\d+)-(\d+)", owner.strip())
+            if is_own_workdir(path) and path != self._workdir and m and m[1] == host_tag() and not owner_alive(int(m[2]), int(m[3])):
+                stale.append(shlex.quote(path))
+        if not stale:
+            return
+        cmd = f'for d in {" ".join(stale)}; do if [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$d/{OWNER_FILE}" ]; then rm -rf -- "$d"; fi; done'
+        try:
+            self._ssh(cmd, 60 + self._margin())
+        except DeviceError:
+            pass  # best effort: the next session tries again
 
     def _margin(self) -> float:
         return self.connect_timeout + 15.0
