@@ -4,7 +4,13 @@ The system `ssh` binary does the work (the user's keys, agent, config and known_
 Host keys are checked (`StrictHostKeyChecking=yes`) unless `insecure_accept_new=True` asks for
 `accept-new` explicitly. Every remote argument is `shlex.quote`d; nothing from a path or a
 model name is pasted into the remote shell unquoted. Directories go over as a tar stream (no
-sftp subsystem or rsync needed on the board), files come back with `cat`.
+sftp subsystem or rsync needed on the board), files come back with `cat`; a directory holding a
+symlink that leads out of it is not sent.
+
+The remote work directory is made by `mktemp` and its path read only from a marker line that
+carries a per-session random token, so a login that prints a banner cannot name it; close()
+removes only that directory. Each holds an owner file (host, pid, start time): a later session
+from this host removes the ones a killed run left.
 
 A dropped connection (ssh exit 255) or a hung one (no answer within the call's timeout plus a
 margin) raises DeviceError naming the host; files pulled before that stay where they were put
