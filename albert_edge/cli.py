@@ -116,6 +116,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    from benchmarks.devices.scratch import sweep
+
+    for p in sweep():  # temp dirs of benchmarks that were killed
+        print(f"removed {p}")
     root = _cache_root(args)
     if not root.exists():
         print(f"nothing to clean at {root}")
@@ -199,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seq-len", type=int, action="append", help="fixed sequence lengths to time (repeatable; default 128)")
     p.add_argument("--runtimes", default="", help="comma list: onnxruntime,litert,tflite-runtime,torch (default: all available)")
-    p.add_argument("--out", type=Path, default=None, help="where results.jsonl goes (default: BUNDLE/../bench)")
+    p.add_argument("--out", type=Path, default=None, help="where results.jsonl goes, never inside a cached artifact (default: RUN/bench for a run directory, CACHE/runs/bench-ARTIFACT for a cached bundle)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="per-row limit: a file x runtime that runs longer is stopped and reported (default 900)")
     p.add_argument("--benchmark-model", default=None, help="adb: path of LiteRT's benchmark_model binary")
     p.set_defaults(func=_lazy("benchmarks.harness", "cli_bench"))
 

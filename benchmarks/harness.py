@@ -10,11 +10,11 @@ flagged `noisy`; an int8 file slower than its fp32 twin on the same device is fl
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 import re
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,7 @@ from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from benchmarks.devices.base import PAYLOAD_FILES, Device, DeviceError, full_stamp, get_device, parse_spec
+from benchmarks.devices.scratch import scratch_dir, sweep
 
 SCHEMA = 1
 RESULTS = "results.jsonl"
@@ -53,7 +54,7 @@ class BenchConfig:
     real_lengths: bool = True  # also time batch 1 over the eval rows at their real lengths
     cv_threshold: float = 0.15
     benchmark_model: str | None = None  # adb: path of benchmark_model on the host or device
-    timeout_s: float = 900.0
+    timeout_s: float = 900.0  # per child (one file x runtime x threads); `bench --timeout` sets it
 
     def check(self) -> None:
         require(len(self.devices) > 0, "devices", "no device to run on", "use [local]")
@@ -71,9 +72,17 @@ class BenchConfig:
         bad = [r for r in self.runtimes if r not in RUNTIMES]
         require(not bad, "runtimes", f"unknown runtime(s) {bad}", f"choose from {', '.join(RUNTIMES)}")
         require(0 < self.cv_threshold < 10, "cv_threshold", "a coefficient of variation such as 0.15")
+        require(0 < self.timeout_s <= 86400, "timeout_s", f"{self.timeout_s}: a per-row timeout must be over 0 and at most 86400 seconds", "e.g. 900")
 
 
 # ---------------------------------------------------------------- bundle discovery
+
+
+class BundleError(ValueError):
+    """A bundle whose metadata.json cannot be trusted or read: the message names the file and entry."""
+
+
+SKIPPED_PREFIXES = ("runtime unavailable",)  # error rows that say "not here", not "this file is bad"
 
 
 @dataclass
@@ -88,6 +97,8 @@ class Target:
     seq_lens: list[int | None]
     meta: dict[str, Any]
     _gzip: int | None = None
+    sha256: list[str | None] | None = None  # per file, from metadata.json (None: not recorded)
+    problem: str | None = None  # set when a file must not be measured (e.g. sha256 mismatch)
 
     @property
     def size_bytes(self) -> int:
@@ -106,6 +117,8 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json")
 def _payload(p: Path) -> list[Path]:
     """The files that make up a model: the file itself, or a model directory's weights and
     config (not its tokenizer files, which every format ships alike)."""
+    if not p.exists():
+        return []
     if not p.is_dir():
         return [p]
     return sorted(f for f in p.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES and not f.name.startswith(("tokenizer", "special_tokens")))
@@ -139,9 +152,14 @@ def find_bundle(path: Path) -> Path:
             return cand
     summary = path / "summary.json"
     if summary.is_file():
-        for step in reversed(json.loads(summary.read_text()).get("steps", [])):
-            art = step.get("artifact")
-            if art and step.get("stage") == "bundle":
+        try:
+            data = json.loads(summary.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{summary}: unreadable ({err})") from None
+        steps = data.get("steps") if isinstance(data, dict) else None
+        for step in reversed(steps if isinstance(steps, list) else []):
+            art = step.get("artifact") if isinstance(step, dict) else None
+            if isinstance(art, str) and art and step.get("stage") == "bundle":
                 return find_bundle(Path(art))
         raise FileNotFoundError(f"{path}: the run has no bundle step; add `bundle` to the pipeline")
     if any(path.rglob("*.onnx")) or any(path.rglob("*.tflite")):
@@ -153,27 +171,91 @@ def _bucket_base(name: str) -> str:
     return re.sub(r"[-_.]?(s|seq|len)?\d+$", "", name)
 
 
+def safe_file_name(name: object) -> bool:
+    """A bundle file entry must be a plain file name: no separators, no `.`/`..`, not absolute."""
+    return (
+        isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+        and "\0" not in name and not any(ord(c) < 32 for c in name)
+    )
+
+
+def _read_metadata(meta_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise BundleError(f"{meta_path}: not UTF-8 text (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{meta_path}: not valid JSON (line {err.lineno}: {err.msg}; truncated?)") from None
+    except OSError as err:
+        raise BundleError(f"{meta_path}: cannot read it ({err.strerror or err})") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_path}: expected a JSON object, got {type(meta).__name__}")
+    return meta
+
+
+def _entry_path(bundle: Path, meta_path: Path, key: str, i: int, e: object) -> tuple[dict[str, Any], Path]:
+    """Validate one metadata entry; its file must be a plain name of a regular file in the bundle,
+    so nothing outside the bundle is ever staged or sent to a board."""
+    where = f"{meta_path}: {key}[{i}]"
+    if not isinstance(e, dict):
+        raise BundleError(f"{where}: expected an object with `file`, got {type(e).__name__}")
+    name = e.get("file")
+    if name is None:
+        raise BundleError(f"{where}: no `file` (each variant names its model file)")
+    if not safe_file_name(name):
+        raise BundleError(f"{where}: file {name!r} is not a plain file name in the bundle (no separators, '..' or absolute paths)")
+    path = bundle / name
+    try:
+        inside = path.resolve().parent == bundle.resolve()
+    except OSError:
+        inside = False
+    if not inside:
+        raise BundleError(f"{where}: file {name!r} resolves outside the bundle (a symlink?)")
+    for field in ("name", "group", "format", "precision"):
+        if e.get(field) is not None and not isinstance(e[field], str):
+            raise BundleError(f"{where}: `{field}` must be a string")
+    seq = e.get("seq_len")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+        raise BundleError(f"{where}: `seq_len` must be an integer or null")
+    digest = e.get("sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise BundleError(f"{where}: `sha256` is not a sha256 hex digest")
+    return e, path
+
+
 def bundle_targets(bundle: Path) -> list[Target]:
     """Model files listed in metadata.json (`variants`, or `models`), else every .onnx/.tflite.
-    Fixed-shape files of one variant that differ only in sequence length form one target."""
+    Fixed-shape files of one variant that differ only in sequence length form one target.
+    BundleError for metadata that is unreadable or names anything but a file of the bundle."""
     meta_path = bundle / "metadata.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    entries = meta.get("variants") or meta.get("models") or []
+    meta = _read_metadata(meta_path) if meta_path.is_file() else {}
+    key = "variants" if meta.get("variants") is not None else "models"
+    raw = meta.get(key) or []
+    if not isinstance(raw, list):
+        raise BundleError(f"{meta_path}: `{key}` must be a list of file entries")
+    entries = [_entry_path(bundle, meta_path, key, i, e) for i, e in enumerate(raw)]
+    files = meta.get("files")
+    hashes = {k: v for k, v in files.items() if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)} if isinstance(files, dict) else {}
     if not entries:
+        root = bundle.resolve()
         entries = [
-            {"name": p.stem, "file": str(p.relative_to(bundle)), "format": p.suffix.lstrip("."), "precision": _guess_precision(p.stem)}
-            for p in sorted(bundle.rglob("*")) if p.suffix in (".onnx", ".tflite")
+            ({"name": p.stem, "file": str(p.relative_to(bundle)), "format": p.suffix.lstrip("."), "precision": _guess_precision(p.stem)}, p)
+            for p in sorted(bundle.rglob("*"))
+            if p.suffix in (".onnx", ".tflite") and p.is_file() and not p.is_symlink() and root in p.resolve().parents
         ]
     groups: dict[tuple[str, str, str], Target] = {}
-    for e in entries:
-        fmt = e.get("format") or Path(e["file"]).suffix.lstrip(".")
+    for e, path in entries:
+        fmt = e.get("format") or path.suffix.lstrip(".")
         prec = e.get("precision") or _guess_precision(e.get("name", ""))
         seq = e.get("seq_len")
-        name = e.get("group") or (_bucket_base(e.get("name", Path(e["file"]).stem)) if seq else e.get("name", Path(e["file"]).stem))
-        key = (fmt, prec, name)
-        t = groups.setdefault(key, Target(name, fmt, prec, [], [], {k: v for k, v in e.items() if k not in ("file", "seq_len", "sha256")}))
-        t.files.append(bundle / e["file"])
+        name = e.get("group") or (_bucket_base(e.get("name", path.stem)) if seq else e.get("name", path.stem))
+        key3 = (fmt, prec, name)
+        t = groups.setdefault(key3, Target(name, fmt, prec, [], [], {k: v for k, v in e.items() if k not in ("file", "seq_len", "sha256")}, sha256=[]))
+        t.files.append(path)
         t.seq_lens.append(seq)
+        t.sha256 = [*(t.sha256 or []), e.get("sha256") or hashes.get(e["file"])]
+        if not path.is_file() and t.problem is None:
+            t.problem = f"missing: metadata.json lists {e['file']} but the bundle has no such file; not measured"
     return list(groups.values())
 
 
@@ -201,12 +283,16 @@ def synthetic_npz(path: Path, rows: int = 8, width: int = 128, vocab: int = 3000
 
 def _stage_dir(targets: list[Target], inputs: Path, work: Path) -> dict[str, str]:
     """Lay out what a device needs (measure.py, edge_runtime.py, inputs, model files); return
-    target name -> path of each file relative to `work`."""
+    target name -> path of each file relative to `work`. Targets with a problem are left out;
+    a staged file whose sha256 differs from metadata.json's gives its target a problem and is
+    removed, so only the bytes the bundle describes are ever measured or sent to a board."""
     for f in PAYLOAD_FILES:
         shutil.copy2(f, work / f.name)
     shutil.copy2(inputs, work / "inputs.npz")
     rel: dict[str, str] = {}
     for ti, t in enumerate(targets):
+        if t.problem:
+            continue
         for fi, f in enumerate(t.files):
             dest = work / "models" / f"{ti}-{fi}-{f.name}"
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -218,7 +304,31 @@ def _stage_dir(targets: list[Target], inputs: Path, work: Path) -> dict[str, str
                 except OSError:
                     shutil.copy2(f, dest)
             rel[f"{ti}/{fi}"] = str(dest.relative_to(work))
+            expected = (t.sha256 or [])[fi] if fi < len(t.sha256 or []) else None
+            if expected and dest.is_file() and (got := _sha256(dest)) != expected:
+                t.problem = (f"sha256 mismatch: {f.name} is not the file metadata.json describes "
+                             f"(expected {expected[:12]}..., found {got[:12]}...); not measured")
+        if t.problem:
+            for fi in range(len(t.files)):
+                staged = rel.pop(f"{ti}/{fi}", None)
+                if staged:
+                    _remove(work / staged)
     return rel
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def measure_args(model_paths: list[str], runtime: str, threads: int, cfg: BenchConfig, inputs: str, buckets: list[int] | None = None) -> list[str]:
@@ -259,36 +369,51 @@ def rows_from_child(child: dict[str, Any], target: Target, device_stamp: dict[st
         "load_ms": child.get("load_ms"), "rss_baseline_mb": child.get("rss_baseline_mb"), "rss_peak_mb": child.get("rss_peak_mb"),
         "rss_growth_mb": child.get("rss_growth_mb"), "accuracy": acc, "agreement": agr,
         "accuracy_fixed": {k: v[0] for k, v in fixed.items()}, "agreement_fixed": {k: v[1] for k, v in fixed.items()},
-        "source": child.get("source", "measure.py"), "error": child.get("error"), **extra,
+        "source": child.get("source", "measure.py"), "error": child.get("error"),
+        "skipped": bool(child.get("skipped") or str(child.get("error") or "").startswith(SKIPPED_PREFIXES)), **extra,
     }
     if not child.get("ok"):
         return [dict(base, batch=None, seq_len=None)]
     return [dict(base, **{k: v for k, v in lat.items()}) for lat in child.get("latency", [])] or [dict(base, batch=None, seq_len=None)]
 
 
-def parse_child_output(rc: int, stdout: str, stderr: str) -> dict[str, Any]:
+TIMEOUT_RC = 124  # what every device returns for a command killed at its timeout
+
+
+def parse_child_output(rc: int, stdout: str, stderr: str, timeout: float | None = None) -> dict[str, Any]:
     """The last JSON line of a child's stdout, or an error record that says what happened."""
     for line in reversed(stdout.strip().splitlines()):
         if line.startswith("{"):
             try:
-                return json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError:
                 break
+            if isinstance(value, dict):
+                return value
+            break
+    if rc == TIMEOUT_RC and timeout is not None:
+        return {"ok": False, "error": f"timed out after {timeout:g}s (the per-row limit: raise `bench --timeout` or the benchmark stage's timeout_s)"}
     tail = (stderr.strip().splitlines() or ["no output"])[-1][:300]
     return {"ok": False, "error": f"child exited {rc}: {tail}"}
 
 
 def run_on_device(device: Device, targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict[str, Any], log: Any = None) -> list[dict[str, Any]]:
-    """Measure every target with every runtime that fits its format, sequentially, one child each."""
+    """Measure every target with every runtime that fits its format, sequentially, one child each.
+    A target whose files failed their check gets one error row and is never measured."""
     data = dict(np.load(inputs))
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="albert-edge-bench-") as tmp:
-        work = Path(tmp)
+    sweep()  # scratch dirs of benchmarks that were killed
+    with scratch_dir("bench") as work:
         rel = _stage_dir(targets, inputs, work)
         remote = device.push(work)
         stamp_cache: dict[str, Any] | None = None
         for ti, t in enumerate(targets):
             runtimes = [r for r in FORMAT_RUNTIMES.get(t.format, ()) if r in cfg.runtimes]
+            if t.problem:
+                rows.extend(rows_from_child({"ok": False, "runtime": None, "threads": None, "error": t.problem}, t, full_stamp(device, stamp_cache), data, extra))
+                if log is not None:
+                    log.error("  %s: %s", t.name, t.problem)
+                continue
             paths = [f"{remote}/{rel[f'{ti}/{fi}']}" for fi in range(len(t.files))]
             for rt in runtimes:
                 for threads in cfg.threads:
@@ -297,7 +422,7 @@ def run_on_device(device: Device, targets: list[Target], inputs: Path, cfg: Benc
                             child = _native_benchmark(device, t, paths, rt, threads, cfg)
                         else:
                             rc, out, err = device.run_python([f"{remote}/measure.py", *measure_args(paths, rt, threads, cfg, f"{remote}/inputs.npz")], cfg.timeout_s)
-                            child = parse_child_output(rc, out, err)
+                            child = parse_child_output(rc, out, err, cfg.timeout_s)
                     except DeviceError as err:
                         # a dropped connection or a timeout: keep what was measured, say what was lost
                         child = {"ok": False, "runtime": rt, "threads": threads, "error": f"device error: {err}"}
@@ -317,7 +442,7 @@ def _native_benchmark(device: Device, t: Target, paths: list[str], runtime: str,
     """Devices without Python: LiteRT's benchmark_model per .tflite file (no accuracy there)."""
     bench = getattr(device, "benchmark_model", None)
     if t.format != "tflite" or runtime != "litert" or bench is None:
-        return {"ok": False, "runtime": runtime, "threads": threads, "error": f"{device.name} runs only .tflite files through benchmark_model"}
+        return {"ok": False, "runtime": runtime, "threads": threads, "skipped": True, "error": f"{device.name} runs only .tflite files through benchmark_model"}
     latency = []
     child: dict[str, Any] = {"ok": True, "runtime": "benchmark_model", "threads": threads, "source": "benchmark_model"}
     for path, seq in zip(paths, t.seq_lens):
@@ -423,14 +548,17 @@ def benchmark_stage(ctx: Any) -> dict[str, Any]:
 
     cfg: BenchConfig = ctx.config
     bundle = find_bundle(ctx.inputs["bundle"].path)
-    targets = bundle_targets(bundle)
+    try:
+        targets = bundle_targets(bundle)
+    except BundleError as err:
+        raise StageError(str(err)) from None
     model_art = ctx.inputs.get("model")
     if "torch" in cfg.runtimes and model_art is not None and model_art.model_dir.is_dir():
         targets.append(Target("torch-eager", "torch", "fp32", [model_art.model_dir], [None], {}))
     if not targets:
         raise StageError(f"{bundle}: no model files to benchmark")
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs = stage_inputs(ctx, bundle, model_art, Path(tmp) / "inputs.npz")
+    with scratch_dir("inputs") as tmp:
+        inputs = stage_inputs(ctx, bundle, model_art, tmp / "inputs.npz")
         extra = {"artifact": ctx.inputs["bundle"].step, "pipeline": ctx.pipeline.name, "random_weights": bool(ctx.pipeline.random_weights)}
         try:
             rows = benchmark(targets, inputs, cfg, extra, ctx.log, {"benchmark_model": cfg.benchmark_model})
@@ -471,35 +599,36 @@ def stage_inputs(ctx: Any, bundle: Path, model_art: Any, dest: Path) -> Path:
 
 
 def cli_bench(args: Any) -> int:
-    """`albert-edge bench BUNDLE --device ...`: 0 ok, 1 every row failed, 2 bad input."""
+    """`albert-edge bench BUNDLE --device ...`: 0 every file measured (or skipped: runtime not
+    installed), 1 any file failed its sha256 check, to load or to measure, 2 bad input."""
     import sys
+
+    from albert_edge.schema import build
 
     try:
         bundle = find_bundle(args.bundle)
+        timeout = getattr(args, "timeout", None)
         cfg = BenchConfig(
             devices=(args.device,), threads=(args.threads,), runs=args.runs, warmup=args.warmup,
             seq_lens=tuple(args.seq_len or (128,)),
             runtimes=tuple(r.strip() for r in args.runtimes.split(",") if r.strip()) or RUNTIMES,
-            benchmark_model=args.benchmark_model,
+            benchmark_model=args.benchmark_model, **({"timeout_s": float(timeout)} if timeout is not None else {}),
         )
-        from albert_edge.schema import build
-
         cfg = build(BenchConfig, _config_dict(cfg), "bench")
-    except (FileNotFoundError, ValueError) as err:
+        targets = bundle_targets(bundle)
+        if not targets:
+            raise BundleError(f"{bundle}: no model files")
+        out = bench_out_dir(Path(args.bundle), bundle, Path(args.out) if args.out else None)
+        meta = _read_metadata(bundle / "metadata.json") if (bundle / "metadata.json").is_file() else {}
+    except (OSError, ValueError) as err:  # BundleError, ConfigError and JSON errors are ValueErrors
         print(f"error: {err}", file=sys.stderr)
         return 2
-    targets = bundle_targets(bundle)
-    if not targets:
-        print(f"error: {bundle}: no model files", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else bundle.parent / "bench"
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("inputs") as tmp:
         if (bundle / EVAL_NPZ).is_file():
             inputs = bundle / EVAL_NPZ
         else:
             print(f"note: no {EVAL_NPZ} in {bundle}: timing random token ids, no accuracy", file=sys.stderr)
-            inputs = synthetic_npz(Path(tmp) / "inputs.npz", width=max(cfg.seq_lens))
-        meta = _read_json(bundle / "metadata.json")
+            inputs = synthetic_npz(tmp / "inputs.npz", width=max(cfg.seq_lens))
         extra = {"artifact": bundle.name, "random_weights": bool(meta.get("random_weights"))}
         try:
             rows = benchmark(targets, inputs, cfg, extra, None, {"benchmark_model": cfg.benchmark_model})
@@ -510,7 +639,53 @@ def cli_bench(args: Any) -> int:
     for r in rows:
         print(describe_row(r))
     print(f"{len(rows)} rows -> {path}")
-    return 1 if rows and all(r.get("error") for r in rows) else 0
+    failed = failed_files(rows)
+    if failed:
+        print(f"{len(failed)} file(s) failed: " + "; ".join(f"{name}: {why}" for name, why in failed.items()), file=sys.stderr)
+        return 1
+    return 0
+
+
+def failed_files(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Variant (per device) -> why, for every file that failed its check, to load or to measure.
+    Rows that only say a runtime is not installed here are skipped, not failed."""
+    out: dict[str, str] = {}
+    for r in rows:
+        if r.get("error") and not r.get("skipped"):
+            key = r["variant"] if len({x.get("device") for x in rows}) <= 1 else f"{r['variant']} on {r.get('device')}"
+            out.setdefault(key, str(r["error"]).splitlines()[0][:300])
+    return out
+
+
+def bench_out_dir(given: Path, bundle: Path, out: Path | None) -> Path:
+    """Where `bench` writes results.jsonl: never inside a cached artifact, whose files the cache
+    verifies (a changed artifact is quarantined and its results deleted). --out if given, the run
+    directory's bench/ for a run, the cache's runs/bench-ARTIFACT/ for a cached bundle, else
+    beside a bundle that lives outside the cache."""
+    if out is not None:
+        art = _enclosing_artifact(out)
+        if art is not None:
+            raise ValueError(f"--out {out} is inside the cached artifact {art}: results there would invalidate it; choose another directory")
+        return out
+    if (given / "summary.json").is_file():
+        return given / "bench"
+    art = _enclosing_artifact(bundle)
+    if art is None:
+        return bundle.parent / "bench"
+    if art.parent.name == "artifacts":
+        return art.parent.parent / "runs" / f"bench-{art.name}"
+    raise ValueError(f"{bundle} is inside the cached artifact {art}: pass --out DIR for the results")
+
+
+def _enclosing_artifact(path: Path) -> Path | None:
+    """The artifact directory (holding manifest.json) that contains `path`, if any."""
+    from albert_edge.artifacts import MANIFEST
+
+    p = Path(path).resolve()
+    for d in (p, *p.parents):
+        if (d / MANIFEST).is_file():
+            return d
+    return None
 
 
 def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
@@ -519,11 +694,7 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
     return to_dict(cfg)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 __all__ = [
-    "BenchConfig", "Target", "benchmark", "bundle_targets", "cli_bench", "encoded_to_npz", "find_bundle", "flag_rows",
+    "BenchConfig", "BundleError", "Target", "bench_out_dir", "benchmark", "bundle_targets", "cli_bench", "failed_files", "safe_file_name", "encoded_to_npz", "find_bundle", "flag_rows",
     "gzip_size", "measure_args", "parse_child_output", "read_results", "rows_from_child", "run_on_device", "write_results",
 ]

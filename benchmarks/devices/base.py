@@ -88,10 +88,12 @@ def parse_spec(spec: str) -> DeviceSpec:
         host, sep, port = hostport.partition(":")
         if not host:
             raise ValueError(f"device {spec!r}: no host (use ssh://user@host[:port])")
-        if sep and not port.isdigit():
-            raise ValueError(f"device {spec!r}: port {port!r} is not a number (use 1..65535, or leave it out for 22)")
-        if sep and not 1 <= int(port) <= 65535:
-            raise ValueError(f"device {spec!r}: port {int(port)} is outside 1..65535")
+        if ":" in hostport and not port:
+            raise ValueError(f"device {spec!r}: empty port (drop the ':' for ssh's default, or give 1..65535)")
+        if port and not port.isdigit():
+            raise ValueError(f"device {spec!r}: port {port!r} is not a number")
+        if port and not 1 <= int(port) <= 65535:
+            raise ValueError(f"device {spec!r}: port {port} is outside 1..65535")
         return DeviceSpec("ssh", s, user=user or None, host=host, port=int(port) if port else None)
     raise ValueError(f"unknown device {spec!r}: use local, ssh://user@host[:port], adb[:serial] or qemu-aarch64")
 
@@ -108,6 +110,23 @@ def get_device(spec: str, **options: Any) -> Device:
     except ImportError as err:
         raise DeviceError(f"device kind {parsed.kind!r} is not available here ({err})") from None
     return module.open_device(parsed, **options)
+
+
+def links_outside(local_dir: Path) -> list[Path]:
+    """Symlinks under local_dir that point outside it (or nowhere): a pushed directory follows
+    links, so these would copy files from elsewhere on this machine onto the device."""
+    root = Path(local_dir).resolve()
+    bad = []
+    for p in sorted(Path(local_dir).rglob("*")):
+        if p.is_symlink():
+            try:
+                target = p.resolve(strict=True)
+            except (OSError, RuntimeError):
+                bad.append(p)
+                continue
+            if target != root and root not in target.parents:
+                bad.append(p)
+    return bad
 
 
 def run_command(argv: list[str], timeout: float, env: dict[str, str] | None = None) -> tuple[int, str, str]:

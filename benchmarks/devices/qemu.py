@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.devices.base import DeviceError, DeviceSpec, run_command
+from benchmarks.devices.base import DeviceError, DeviceSpec, links_outside, run_command
+from benchmarks.devices.scratch import make_scratch_dir
 
 DEBIAN_SUITE = "bookworm"  # its python3.11 matches the wheels' cp311 tag and this repo's Python
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
@@ -262,7 +263,7 @@ class QemuDevice:
     def __init__(self, sysroot: QemuSysroot, name: str = "qemu-aarch64") -> None:
         self.name = name
         self.sysroot = sysroot
-        self._work = Path(tempfile.mkdtemp(prefix="albert-edge-qemu-"))
+        self._work = make_scratch_dir("qemu")  # owner-stamped: swept if this process is killed
         self._home = self._work / "home"
         self._home.mkdir()
 
@@ -281,8 +282,11 @@ class QemuDevice:
 
     def push(self, local_dir: Path) -> str:
         local_dir = Path(local_dir)
-        if not local_dir.is_dir():
-            raise DeviceError(f"qemu-aarch64: {local_dir} is not a directory")
+        if not local_dir.is_dir() or local_dir.name in ("", ".", ".."):
+            raise DeviceError(f"qemu-aarch64: {local_dir} is not a named directory")
+        outside = links_outside(local_dir)
+        if outside:
+            raise DeviceError(f"qemu-aarch64: not copying {local_dir}: {outside[0]} links outside it (copy the file in instead)")
         dest = self._work / local_dir.name
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(local_dir, dest, symlinks=False)

@@ -4,7 +4,13 @@ The system `ssh` binary does the work (the user's keys, agent, config and known_
 Host keys are checked (`StrictHostKeyChecking=yes`) unless `insecure_accept_new=True` asks for
 `accept-new` explicitly. Every remote argument is `shlex.quote`d; nothing from a path or a
 model name is pasted into the remote shell unquoted. Directories go over as a tar stream (no
-sftp subsystem or rsync needed on the board), files come back with `cat`.
+sftp subsystem or rsync needed on the board), files come back with `cat`; a directory holding a
+symlink that leads out of it is not sent.
+
+The remote work directory is made by `mktemp` and its path read only from a marker line that
+carries a per-session random token, so a login that prints a banner cannot name it; close()
+removes only that directory. Each holds an owner file (host, pid, start time): a later session
+from this host removes the ones a killed run left.
 
 A dropped connection (ssh exit 255) or a hung one (no answer within the call's timeout plus a
 margin) raises DeviceError naming the host; files pulled before that stay where they were put
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -32,9 +40,13 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec
+from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec, links_outside
+from benchmarks.devices.scratch import host_tag, owner_alive, owner_tag, scratch_dir
 
 SSH_DROPPED = 255  # ssh's own exit code for connection errors
+WORKDIR_PREFIX = "albert-edge."  # + mktemp's 6 characters
+OWNER_FILE = ".albert-edge-owner"  # in each remote work dir: HOST-pPID-START of the local process
+_WORKDIR = re.compile(r"^/(?:[A-Za-z0-9._+-]*/)*albert-edge\.[A-Za-z0-9]{6}$")
 TIMEOUT_RC = 124
 STAMP_CODE = (
     "import json, os, platform\n"
@@ -124,7 +136,8 @@ class SshDevice:
             "BatchMode": "yes",  # never prompt: a missing key fails fast instead of hanging
             "StrictHostKeyChecking": "accept-new" if self.insecure_accept_new else "yes",
             "ConnectTimeout": str(max(1, int(self.connect_timeout))),
-            "ServerAliveInterval": "5",
+            # keep-alives also end a handshake that stalls after the greeting (3 unanswered)
+            "ServerAliveInterval": str(max(1, min(5, int(self.connect_timeout)))),
             "ServerAliveCountMax": "3",
             "LogLevel": "ERROR",
         }
@@ -184,24 +197,56 @@ class SshDevice:
             raise DeviceError(
                 f"{self.name}: ssh connection failed or dropped ({_last_line(err_text) or 'exit 255'}); "
                 f"{len(self.pulled)} result file(s) pulled before this are kept"
-                + (_hint(err_text) if err_text else "")
+                + _hint(err_text)
             )
         return proc.returncode, out or b"", err_text
 
+    def _ensure_workdir(self) -> str:
+        """A private directory on the board for this session (removed by close()).
+
+        Its path is read only from a marker line that carries a fresh random token, never from
+        the first word of the reply: a login that prints a banner (or a forged marker) cannot
+        name the directory that close() removes. The directory holds an owner file (this host
+        and process); work dirs left by a killed run of this host are removed on the way."""
+        if self._workdir is None:
+            nonce = secrets.token_hex(8)
+            marker, timeout_marker, owner_marker = (f"ALBERT_EDGE_WORKDIR_{nonce}=", f"ALBERT_EDGE_HAS_TIMEOUT_{nonce}", f"ALBERT_EDGE_OWNER_{nonce}=")
+            cmd = (
+                f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{WORKDIR_PREFIX}XXXXXX") && printf "%s\\n" {shlex.quote(owner_tag())} > "$d/{OWNER_FILE}" && '
+                f'printf "%s%s\\n" {marker} "$d" && '
+                f"if command -v timeout >/dev/null 2>&1; then echo {timeout_marker}; fi; "
+                f'for o in "${{TMPDIR:-/tmp}}"/{WORKDIR_PREFIX}??????/{OWNER_FILE}; do '
+                f'if [ -f "$o" ] && [ "${{o%/*}}" != "$d" ]; then printf "%s%s %s\\n" {owner_marker} "${{o%/*}}" "$(sed -n 1p "$o")"; fi; done; true'
+            )
+            rc, out, err = self._ssh(cmd, 30 + self._margin())
+            lines = [ln.strip("\r") for ln in out.decode(errors="replace").splitlines()]
+            found = [ln[len(marker):] for ln in lines if ln.startswith(marker)]
+            if rc != 0 or len(found) != 1 or not is_own_workdir(found[0]):
+                why = _last_line(err) or (f"exit {rc}" if rc != 0 else f"the reply has no usable work-directory line: {_first_line(lines)!r}")
+                raise DeviceError(f"{self.name}: cannot create a work directory ({why})")
+            self._workdir = found[0]
+            self._has_timeout = timeout_marker in lines
+            self._sweep_stale([ln[len(owner_marker):] for ln in lines if ln.startswith(owner_marker)])
+        return self._workdir
+
+    def _sweep_stale(self, owned: list[str]) -> None:
+        """Remove work dirs whose owner file names a dead process of this host (a killed run)."""
+        stale = []
+        for entry in owned[:200]:
+            path, _, owner = entry.partition(" ")
+            m = re.fullmatch(r"([0-9a-f]{8})-p(\d+)-(\d+)", owner.strip())
+            if is_own_workdir(path) and path != self._workdir and m and m[1] == host_tag() and not owner_alive(int(m[2]), int(m[3])):
+                stale.append(shlex.quote(path))
+        if not stale:
+            return
+        cmd = f'for d in {" ".join(stale)}; do if [ -d "$d" ] && [ ! -L "$d" ] && [ -f "$d/{OWNER_FILE}" ]; then rm -rf -- "$d"; fi; done'
+        try:
+            self._ssh(cmd, 60 + self._margin())
+        except DeviceError:
+            pass  # best effort: the next session tries again
+
     def _margin(self) -> float:
         return self.connect_timeout + 15.0
-
-    def _ensure_workdir(self) -> str:
-        """A private directory on the board for this session (removed by close())."""
-        if self._workdir is None:
-            cmd = 'd=$(mktemp -d "${TMPDIR:-/tmp}/albert-edge.XXXXXX") && echo "$d" && (command -v timeout >/dev/null && echo timeout || true)'
-            rc, out, err = self._ssh(cmd, 30 + self._margin())
-            lines = out.decode(errors="replace").split()
-            if rc != 0 or not lines:
-                raise DeviceError(f"{self.name}: cannot create a work directory ({_last_line(err) or f'exit {rc}'})")
-            self._workdir = lines[0]
-            self._has_timeout = "timeout" in lines[1:]
-        return self._workdir
 
     # ------------------------------------------------------------------ Device protocol
 
@@ -209,9 +254,7 @@ class SshDevice:
         """What the board says about itself (asked once per session)."""
         if self._stamp is None:
             rc, out, err = self.run_python(["-c", STAMP_CODE], 60)
-            facts: dict[str, Any] = {}
-            if rc == 0 and out.strip():
-                facts = json.loads(out.strip().splitlines()[-1])
+            facts: dict[str, Any] = _last_json(out) if rc == 0 else {}
             node = facts.pop("node", None)
             self._stamp = {"device": f"{self.name}" + (f" ({node})" if node else ""), **facts}
             if self._stamp.get("emulated"):
@@ -220,8 +263,11 @@ class SshDevice:
 
     def push(self, local_dir: Path) -> str:
         local_dir = Path(local_dir)
-        if not local_dir.is_dir():
-            raise DeviceError(f"{self.name}: {local_dir} is not a directory")
+        if not local_dir.is_dir() or local_dir.name in ("", ".", ".."):
+            raise DeviceError(f"{self.name}: {local_dir} is not a named directory")
+        outside = links_outside(local_dir)
+        if outside:
+            raise DeviceError(f"{self.name}: not sending {local_dir}: {outside[0]} links outside it (copy the file in instead)")
         dest = f"{self._ensure_workdir()}/{local_dir.name}"
 
         def send(pipe: IO[bytes]) -> None:
@@ -265,14 +311,17 @@ class SshDevice:
         self.pulled.append(local_path)
 
     def close(self) -> None:
-        """Remove the work directory on the board; a board that went away is left as it is."""
-        if self._workdir is None:
+        """Remove the work directory on the board, and only a directory this session made
+        (a mktemp name under a temp dir, still a real directory there); a board that went
+        away is left as it is."""
+        workdir, self._workdir = self._workdir, None
+        if workdir is None or not is_own_workdir(workdir):
             return
+        q = shlex.quote(workdir)
         try:
-            self._ssh(f"rm -rf -- {shlex.quote(self._workdir)}", 30 + self._margin())
+            self._ssh(f"if [ -d {q} ] && [ ! -L {q} ]; then rm -rf -- {q}; fi", 30 + self._margin())
         except DeviceError:
             pass
-        self._workdir = None
 
 
 def open_device(spec: DeviceSpec, **options: Any) -> SshDevice:
@@ -288,8 +337,8 @@ def run_device_tests(
     Works on any Python device (ssh, qemu-aarch64, local)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="albert-edge-suite-") as tmp:
-        payload = Path(tmp) / "suite"
+    with scratch_dir("suite") as tmp:
+        payload = tmp / "suite"
         shutil.copytree(suite_dir, payload / "device_tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
         (payload / "albert_edge_json_report.py").write_text(JSON_REPORT_PLUGIN)
         remote_suite = device.push(payload)
@@ -317,13 +366,42 @@ def run_device_tests(
     return result
 
 
+def is_own_workdir(path: str) -> bool:
+    """A path this module's mktemp can have made: absolute, `.../albert-edge.XXXXXX`, no `..`."""
+    return bool(_WORKDIR.match(path)) and ".." not in path.split("/")
+
+
+def _first_line(lines: list[str]) -> str:
+    return next((ln.strip()[:120] for ln in lines if ln.strip()), "")
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    """The last JSON object line of a reply (a login banner may come before it)."""
+    for line in reversed(text.strip().splitlines()):
+        if line.strip().startswith("{"):
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return {}
+
+
 def _last_line(text: str) -> str:
     lines = [ln for ln in (text or "").strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
 
 def _hint(err: str) -> str:
+    """What a failed ssh call most likely means, as a `; ...` suffix (empty if unknown)."""
     low = err.lower()
+    if not low.strip():
+        return ("; ssh printed no reason: the port answered but the ssh handshake never completed (is this sshd's port, "
+                "or is sshd overloaded: MaxStartups?), or the remote command itself exited 255; `ssh -v` shows which")
+    if "banner exchange" in low or "kex_exchange_identification" in low:
+        return ("; the port answered but the ssh handshake did not complete: is this sshd's port (not another service), "
+                "or is sshd overloaded (MaxStartups)?")
     if "host key verification failed" in low or "no matching host key" in low or "remote host identification has changed" in low:
         return "; the host key is not in known_hosts: check it, then `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts` (or insecure_accept_new=True)"
     if "permission denied" in low:
