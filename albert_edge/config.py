@@ -26,7 +26,7 @@ import copy
 import difflib
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class Step:
     config: Any
     inputs: dict[str, str]
     path: str  # YAML path, for messages
+    seed: int | None = None  # this step's seed, when it differs from the pipeline's (a seed-spread run)
 
     def config_dict(self) -> dict[str, Any]:
         return to_dict(self.config)
@@ -75,6 +76,10 @@ class Pipeline:
             if s.id == step_id:
                 return s
         raise KeyError(step_id)
+
+    def for_step(self, step: Step) -> Pipeline:
+        """The pipeline as `step` sees it: its own seed when it sets one."""
+        return self if step.seed is None else replace(self, seed=step.seed)
 
     def settings_dict(self) -> dict[str, Any]:
         """What every stage's cache key depends on besides its own config."""
@@ -439,6 +444,9 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
             raise ConfigError(f"{spath}.{stage_name}.id", f"duplicate step id {step_id!r}", "give repeated stages distinct `id`s")
         seen.add(step_id)
         inputs = _typed(params.pop("inputs", None), dict, f"{spath}.{stage_name}.inputs", "a mapping of role -> earlier step id", "inputs: {teacher: teacher}")
+        step_seed = params.pop("seed", None)
+        if step_seed is not None and (not isinstance(step_seed, int) or isinstance(step_seed, bool) or not 0 <= step_seed < 2**32):
+            raise ConfigError(f"{spath}.{stage_name}.seed", f"expected an integer in 0..2**32-1, got {short_repr(step_seed)}")
         spec = get_stage(stage_name)
         for role, ref in inputs.items():
             if not isinstance(ref, str) or ref not in seen or ref == step_id:
@@ -458,7 +466,7 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
         if spec.output_kind == "model":
             derive = getattr(cfg, "output_facts", None)
             latest_facts = facts_by_step[step_id] = derive(facts) if callable(derive) else facts
-        steps.append(Step(id=step_id, stage=stage_name, config=cfg, inputs=dict(inputs), path=f"{spath}.{stage_name}"))
+        steps.append(Step(id=step_id, stage=stage_name, config=cfg, inputs=dict(inputs), path=f"{spath}.{stage_name}", seed=step_seed))
     teacher = raw.get("teacher")
     if teacher is not None and (not isinstance(teacher, str) or teacher not in seen):
         raise ConfigError(f"{path}.teacher", f"{short_repr(teacher)} is not a step id", f"steps: {', '.join(sorted(seen))}")

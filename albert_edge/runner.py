@@ -147,7 +147,7 @@ def cache_key(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str,
         role: ([a.key for a in art] if isinstance(art, list) else (art.key if art else None))
         for role, art in inputs.items()
     }
-    settings = pipeline.settings_dict()
+    settings = pipeline.for_step(step).settings_dict()
     if not spec.uses_budget:
         settings.pop("budget")
     return stable_hash({
@@ -268,6 +268,7 @@ def _lease(store: ArtifactStore, step: Step, key: str) -> Lease:
 def _build(spec: StageSpec, step: Step, pipeline: Pipeline, inputs: dict[str, Any], store: ArtifactStore, key: str,
            lease: Lease) -> Artifact:
     tmp = store.new_tmp(step.id, key, lease)
+    pipeline = pipeline.for_step(step)
     ctx = StageContext(step, step.config, pipeline, inputs, tmp, log)
     try:
         metrics = spec.fn(ctx) or {}
