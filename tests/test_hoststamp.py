@@ -67,3 +67,11 @@ def test_measure_on_a_device_layout_imports_neither_torch_nor_the_project(tmp_pa
     assert stamp["cpu_model"] and "isa" in stamp and stamp["libraries"]["numpy"]
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120, check=True).stdout
     assert json.loads(loaded.strip().splitlines()[-1]) == []
+
+
+def test_the_emulated_arm64_device_stamps_a_cortex_a72_without_dotprod():
+    from benchmarks.devices.qemu import fake_cpuinfo
+
+    text = fake_cpuinfo(2)
+    assert cpu_model(text) == "ARM Cortex-A72 (qemu-user emulated)"
+    assert cpu_features(text, "aarch64") == {"asimd": True, "dotprod": False, "i8mm": False, "sve": False, "sme": False}
