@@ -81,7 +81,13 @@ def test_benchmark_and_report_stages_through_the_runner(tmp_path, tiny_cache, ti
     assert report.metrics["rows"] == len(rows)
     for name in ("report.md", "report.html", "results.csv", "results.jsonl", "pareto.png", "sizes.png", "latency.png"):
         assert (report.artifact.path / name).stat().st_size > 0, name
-    assert "RANDOM weights" in (report.artifact.path / "report.md").read_text()
+    md = (report.artifact.path / "report.md").read_text()
+    assert "RANDOM weights" in md
+    # one run, stamped on every row: commit, pipeline and its config hash, the artifacts measured, the machine
+    assert len({(r["run_id"], r["git_commit"], r["config_hash"]) for r in rows}) == 1 and {r["pipeline"] for r in rows} == {"tiny-report"}
+    assert all(r["artifact_keys"]["bundle"] and isinstance(r["stamp"]["libraries"], dict) and "isa" in r["stamp"] for r in rows)
+    assert all(len(r["correct_real"]) == 120 for r in rows)  # per-row correctness over the eval rows
+    assert "| tflite-int8-dynamic | tflite-fp32 |" in md and f"run {rows[0]['run_id']}" in md
     # the CLI writes the same report from the run directory
     out = tmp_path / "cli-report"
     assert cli_report(SimpleNamespace(run=res.run_dir, out=out)) == 0
