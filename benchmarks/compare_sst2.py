@@ -1,4 +1,4 @@
-"""Issue-6 comparison, measured side by side in one run on one machine:
+"""The A/B/C comparison, measured side by side in one run on one machine:
 
   A  the teacher, fp32, PyTorch eager
   B  what a user gets in one line: the teacher exported to ONNX (transformers' default `sdpa`
@@ -128,7 +128,7 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
             _check(c_label, "p50 @real: B / C", b["p50_real_ms"] / c["p50_real_ms"], ">=", b_x, f">= {b_x}x"),
             _check(c_label, "peak RSS: C / A", c["peak_rss_mb"] / a["peak_rss_mb"], "<=", rss_f, "<= 0.333"),
         ]
-        if "B-eager" in by:  # the same speed targets against the stronger baseline: shown, not the issue's definition
+        if "B-eager" in by:  # the same speed targets against the stronger baseline: shown, not the targets' definition
             be = by["B-eager"]
             checks += [_check(c_label, n, v, ">=", b_x, f">= {b_x}x (stronger B)", issue_target=False)
                        for n, v in (("p50 @128: B-eager / C", be["p50_128_ms"] / c["p50_128_ms"]), ("p50 @real: B-eager / C", be["p50_real_ms"] / c["p50_real_ms"]))]
@@ -170,6 +170,14 @@ def median_table(tables: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         row["rounds"] = len(per)
         out.append(row)
     return out
+
+
+def predictions_stable(rounds: list[list[dict[str, Any]]]) -> bool:
+    """Whether every system got the same rows right in every round (the intervals use round 1)."""
+    def sig(rows: list[dict[str, Any]]) -> dict[str, str]:
+        return {r["variant"]: r["correct_real"] for r in rows if r.get("seq_len") == "real" and r.get("correct_real")}
+
+    return all(sig(rs) == sig(rounds[0]) for rs in rounds[1:])
 
 
 def accuracy_intervals(rows: list[dict[str, Any]], names: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -224,7 +232,8 @@ def render(table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict
     rounds = meta.get("rounds", 1)
     lines += ["", f"Machine: {meta['machine']}; {meta['threads']} threads, batch 1; each runner in its own process; "
               f"{rounds} interleaved round(s) (every system once per round, in order); {meta['date']}.",
-              "Accuracy differences: paired bootstrap over the eval rows (2000 resamples, seed 0) and McNemar's exact p.",
+              "Accuracy differences: paired bootstrap over the eval rows (2000 resamples, seed 0) and McNemar's exact p"
+              + ("" if meta.get("predictions_identical_across_rounds", True) else "; **predictions differed between rounds: intervals use round 1**") + ".",
               f"Command: `{meta['command']}`"]
     if meta.get("run_id"):
         lines.append(f"Run: `{meta['run_id']}`, commit `{meta.get('git_commit')}`{' (dirty)' if meta.get('git_dirty') else ''}.")
@@ -291,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"ISA {machine.get('isa')})", "threads": args.threads, "rounds": args.rounds,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(time.time() - t0, 1),
             "command": "python benchmarks/compare_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "teacher": str(teacher.path.name), "bundle": str(bundle_art.path.name), "baseline_b": b_info, "baseline_b_eager": be_info, **stamp}
+            "teacher": str(teacher.path.name), "bundle": str(bundle_art.path.name), "baseline_b": b_info, "baseline_b_eager": be_info,
+            "predictions_identical_across_rounds": predictions_stable(rounds), **stamp}
     text = render(table, checks, meta, intervals)
     print(text)
     (out_dir / "sst2_compare.json").write_text(json.dumps({"meta": meta, "table": table, "rounds": tables, "intervals": intervals, "checks": checks, "rows": rows},

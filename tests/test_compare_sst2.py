@@ -99,3 +99,11 @@ def test_accuracy_differences_come_with_a_paired_interval():
     assert check["issue_target"] is False and check["worst"] == pytest.approx(-lo, abs=1e-3) and check["ok"] == (-lo <= 1.0)
     text = render(_table(), check_targets(_table()), {"machine": "m", "threads": 2, "date": "d", "command": "c"}, {"C-litert-dynamic": got})
     assert "-0.57 [" in text
+
+
+def test_rounds_that_predict_differently_are_noticed():
+    from benchmarks.compare_sst2 import predictions_stable
+
+    r1 = [{"variant": "c", "seq_len": "real", "correct_real": "1101"}, {"variant": "c", "seq_len": 128}]
+    assert predictions_stable([r1, [dict(r) for r in r1]])
+    assert not predictions_stable([r1, [{"variant": "c", "seq_len": "real", "correct_real": "1111"}]])
