@@ -27,6 +27,7 @@ from albert_edge.registry import stage
 from albert_edge.schema import require
 from benchmarks.devices.base import PAYLOAD_FILES, Device, DeviceError, full_stamp, get_device, parse_spec
 from benchmarks.devices.scratch import scratch_dir, sweep
+from benchmarks.provenance import artifact_key, run_stamp
 
 SCHEMA = 1
 RESULTS = "results.jsonl"
@@ -355,6 +356,14 @@ def _accuracy(preds: list[int] | None, labels: np.ndarray | None, teacher: np.nd
     return acc, agr
 
 
+def correct_string(preds: list[int] | None, labels: np.ndarray | None) -> str | None:
+    """Per-row correctness as "0"/"1" characters in eval order: what a paired interval between
+    two files measured on the same rows needs (872 characters for SST-2 dev)."""
+    if preds is None or labels is None or len(preds) != len(labels):
+        return None
+    return "".join("1" if p == y else "0" for p, y in zip(preds, np.asarray(labels).tolist()))
+
+
 def rows_from_child(child: dict[str, Any], target: Target, device_stamp: dict[str, Any], data: dict[str, np.ndarray], extra: dict[str, Any]) -> list[dict[str, Any]]:
     """Turn one child's JSON into stamped rows, one per (batch, seq_len); one error row if it failed."""
     labels = data.get("labels")
@@ -367,7 +376,7 @@ def rows_from_child(child: dict[str, Any], target: Target, device_stamp: dict[st
         "runtime_version": child.get("runtime_version"), "threads": child.get("threads"), "device": device_stamp.get("device"),
         "stamp": device_stamp, "emulated": bool(device_stamp.get("emulated")), "size_bytes": target.size_bytes, "gzip_bytes": target.gzip_bytes,
         "load_ms": child.get("load_ms"), "rss_baseline_mb": child.get("rss_baseline_mb"), "rss_peak_mb": child.get("rss_peak_mb"),
-        "rss_growth_mb": child.get("rss_growth_mb"), "accuracy": acc, "agreement": agr,
+        "rss_growth_mb": child.get("rss_growth_mb"), "accuracy": acc, "agreement": agr, "correct_real": correct_string(child.get("preds_real"), labels),
         "accuracy_fixed": {k: v[0] for k, v in fixed.items()}, "agreement_fixed": {k: v[1] for k, v in fixed.items()},
         "source": child.get("source", "measure.py"), "error": child.get("error"),
         "skipped": bool(child.get("skipped") or str(child.get("error") or "").startswith(SKIPPED_PREFIXES)), **extra,
@@ -559,7 +568,8 @@ def benchmark_stage(ctx: Any) -> dict[str, Any]:
         raise StageError(f"{bundle}: no model files to benchmark")
     with scratch_dir("inputs") as tmp:
         inputs = stage_inputs(ctx, bundle, model_art, tmp / "inputs.npz")
-        extra = {"artifact": ctx.inputs["bundle"].step, "pipeline": ctx.pipeline.name, "random_weights": bool(ctx.pipeline.random_weights)}
+        keys = {role: a.key for role, a in ctx.inputs.items() if a is not None and not isinstance(a, list)}
+        extra = {"artifact": ctx.inputs["bundle"].step, "random_weights": bool(ctx.pipeline.random_weights), **run_stamp(ctx.pipeline, keys)}
         try:
             rows = benchmark(targets, inputs, cfg, extra, ctx.log, {"benchmark_model": cfg.benchmark_model})
         except DeviceError as err:
@@ -629,7 +639,8 @@ def cli_bench(args: Any) -> int:
         else:
             print(f"note: no {EVAL_NPZ} in {bundle}: timing random token ids, no accuracy", file=sys.stderr)
             inputs = synthetic_npz(tmp / "inputs.npz", width=max(cfg.seq_lens))
-        extra = {"artifact": bundle.name, "random_weights": bool(meta.get("random_weights"))}
+        key, pipeline = artifact_key(bundle)
+        extra = {"artifact": bundle.name, "random_weights": bool(meta.get("random_weights")), **run_stamp(None, {"bundle": key}, pipeline)}
         try:
             rows = benchmark(targets, inputs, cfg, extra, None, {"benchmark_model": cfg.benchmark_model})
         except DeviceError as err:
@@ -695,6 +706,7 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
 
 
 __all__ = [
-    "BenchConfig", "BundleError", "Target", "bench_out_dir", "benchmark", "bundle_targets", "cli_bench", "failed_files", "safe_file_name", "encoded_to_npz", "find_bundle", "flag_rows",
+    "BenchConfig", "BundleError", "Target", "bench_out_dir", "benchmark", "bundle_targets", "cli_bench", "correct_string", "failed_files",
+    "safe_file_name", "encoded_to_npz", "find_bundle", "flag_rows",
     "gzip_size", "measure_args", "parse_child_output", "read_results", "rows_from_child", "run_on_device", "write_results",
 ]

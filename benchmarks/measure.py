@@ -2,8 +2,9 @@
 
 Why a process per model: runtimes keep spinning thread pools that slow the next runtime in the
 same process (~2x), and `ru_maxrss` can never be reset, so peak memory is only attributable
-when the process loaded nothing else. This file is shipped to devices beside edge_runtime.py:
-it imports only numpy, the runtime asked for, and (for `--runtime torch`) torch + transformers.
+when the process loaded nothing else. This file is shipped to devices beside edge_runtime.py
+and hoststamp.py: it imports only numpy, the runtime asked for, and (for `--runtime torch`) torch +
+transformers.
 
     python measure.py --model m.onnx --runtime onnxruntime --threads 2 --inputs inputs.npz \
         --batch 1 --seq-len 128 --runs 50 --warmup 1
@@ -18,7 +19,6 @@ import importlib
 import importlib.metadata as md
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -27,6 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:  # in the repo: the package; on a device: the file shipped beside this one
+    from benchmarks.hoststamp import host_stamp
+except ImportError:
+    from hoststamp import host_stamp  # type: ignore[no-redef]
 
 MAX_STORED_TIMES = 2000  # per-run latencies kept in a row (for distributions)
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter", "tf.lite": "tensorflow", "torch": "torch"}
@@ -43,29 +48,9 @@ def _edge_runtime() -> Any:
     return importlib.import_module("edge_runtime")
 
 
-def cpu_model() -> str | None:
-    """The CPU's name from /proc/cpuinfo (Linux, Android) or platform.processor()."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
 def platform_stamp() -> dict[str, Any]:
-    """What this process can see of the machine it runs on."""
-    return {
-        "arch": platform.machine(),
-        "cpu_model": cpu_model(),
-        "cores": os.cpu_count(),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
+    """What this process can see of the machine it runs on (hoststamp.py owns what that is)."""
+    return host_stamp()
 
 
 def peak_rss_mb() -> float:
@@ -297,6 +282,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     result["runtime_version"] = runtime_version(args.runtime)
     data = dict(np.load(args.inputs)) if args.inputs else {}
     gc.collect()
+    # the import baseline: VmHWM with the runtime imported and the inputs read, no model yet;
+    # growth over it is what the model costs, whatever the runtime's import weighs on this device
     baseline = peak_rss_mb()
     result["rss_baseline_mb"] = baseline
     t0 = time.perf_counter()

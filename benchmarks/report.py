@@ -17,11 +17,12 @@ from typing import Any
 
 from albert_edge.registry import stage
 from albert_edge.schema import require
+from albert_edge.stats import format_diff, paired_summary
 from benchmarks.harness import RESULTS, flag_rows, read_results, write_results
 
 PLOTS = ("pareto.png", "sizes.png", "latency.png")
 TABLE_COLUMNS = (
-    ("variant", "variant"), ("precision", "precision"), ("batch", "batch"), ("seq", "seq_len"), ("threads", "threads"),
+    ("variant", "variant"), ("precision", "precision"), ("batch", "batch"), ("seq", "seq_len"), ("threads", "threads"), ("round", "round"),
     ("p50 ms", "p50_ms"), ("p90 ms", "p90_ms"), ("p99 ms", "p99_ms"), ("mean ms", "mean_ms"), ("std ms", "std_ms"), ("cv", "cv"),
     ("items/s", "throughput_per_s"), ("first ms", "first_ms"), ("load ms", "load_ms"), ("peak RSS MB", "rss_peak_mb"),
     ("RSS growth MB", "rss_growth_mb"), ("size MB", "size_bytes"), ("gzip MB", "gzip_bytes"), ("accuracy", "accuracy"),
@@ -79,7 +80,7 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
         groups.setdefault((str(r.get("device")), str(r.get("runtime"))), []).append(r)
     out = []
     for (device, runtime), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: (r.get("variant") or "", r.get("batch") or 0, seq_order(r.get("seq_len")), r.get("threads") or 0))
+        rs = sorted(rs, key=lambda r: (r.get("variant") or "", r.get("batch") or 0, seq_order(r.get("seq_len")), r.get("threads") or 0, r.get("round") or 0))
         version = next((r.get("runtime_version") for r in rs if r.get("runtime_version")), None)
         title = f"{device} / {runtime}" + (f" {version}" if version else "")
         ok = [r for r in rs if not r.get("error")]
@@ -87,6 +88,47 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
         body += [[r.get("variant") or "-", r.get("precision") or "-", *["-"] * (len(TABLE_COLUMNS) - 3), f"error: {r['error']}"] for r in rs if r.get("error")]
         out.append((title, [h for h, _ in TABLE_COLUMNS], body))
     return out
+
+
+def paired_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every non-fp32 file against its fp32 twin (same device, runtime, format, threads and round)
+    on the same eval rows, with a paired 95 % interval: a bare difference of a few tenths of a
+    point on 872 rows cannot tell a real loss from noise."""
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r.get("device"), r.get("runtime"), r.get("format"), r.get("threads"), r.get("round"))
+
+    first: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("correct_real") and not r.get("error"):
+            first.setdefault((*key(r), r.get("variant")), r)
+    twins = {key(r): r for r in first.values() if r.get("precision") == "fp32"}
+    out = []
+    for r in first.values():
+        twin = twins.get(key(r))
+        if r.get("precision") == "fp32" or twin is None or len(twin["correct_real"]) != len(r["correct_real"]):
+            continue
+        out.append({"device": r.get("device"), "runtime": r.get("runtime"), "variant": r.get("variant"), "vs": twin.get("variant"),
+                    "round": r.get("round"), "accuracy": r.get("accuracy"), **paired_summary(r["correct_real"], twin["correct_real"])})
+    return sorted(out, key=lambda d: (str(d["device"]), str(d["runtime"]), str(d["variant"]), d["round"] or 0))
+
+
+def paired_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the paired-difference table (the same data for markdown and HTML)."""
+    header = ["device", "runtime", "file", "vs", "accuracy", "difference, points [95 % CI] McNemar p", "rows only file / only vs right"]
+    body = [[str(d["device"]), str(d["runtime"]), str(d["variant"]) + (f" (round {d['round']})" if d["round"] else ""), str(d["vs"]),
+             _fmt("accuracy", d["accuracy"]), format_diff(d), f"{d['only_a_right']} / {d['only_b_right']}"] for d in paired_differences(rows)]
+    return header, body
+
+
+def provenance(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per distinct (run, commit, pipeline, config) among the rows: a report that mixes
+    runs says so at the top."""
+    seen: dict[tuple[Any, ...], int] = {}
+    for r in rows:
+        k = (r.get("run_id"), r.get("git_commit"), r.get("git_dirty"), r.get("pipeline"), r.get("config_hash"))
+        seen[k] = seen.get(k, 0) + 1
+    return [f"run {rid or 'unstamped'}, commit {(commit or '?')[:12]}{' (dirty)' if dirty else ''}, pipeline {pipe or '-'}, "
+            f"config {cfg or '-'}: {n} rows" for (rid, commit, dirty, pipe, cfg), n in seen.items()]
 
 
 def stamps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -244,7 +286,7 @@ def csv_row(r: dict[str, Any]) -> dict[str, Any]:
     """Flat columns: nested stamp and fixed-length accuracy spread out, per-run timings dropped."""
     flat: dict[str, Any] = {}
     for k, v in r.items():
-        if k == "times_ms":
+        if k in ("times_ms", "correct_real"):
             continue
         if isinstance(v, dict):
             for k2, v2 in v.items():
@@ -276,15 +318,24 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 
 def _stamp_line(s: dict[str, Any]) -> str:
     keys = ("device", "arch", "cpu_model", "cores", "os", "python", "numpy", "emulated")
-    return ", ".join(f"{k}: {s.get(k)}" for k in keys if s.get(k) is not None)
+    parts = [f"{k}: {s.get(k)}" for k in keys if s.get(k) is not None]
+    if isinstance(s.get("isa"), dict):
+        parts.append("isa: " + " ".join(("+" if on else "-") + name for name, on in s["isa"].items()))
+    if s.get("libraries"):
+        parts.append("libraries: " + " ".join(f"{k} {v}" for k, v in s["libraries"].items()))
+    return ", ".join(parts)
 
 
 def render_markdown(rows: list[dict[str, Any]], title: str, cv_threshold: float) -> str:
     parts = [f"# {title}", "", f"{len(rows)} measurement rows. Latency in ms after warm-up; every row ran in its own fresh process.", ""]
+    parts += ["## Run", ""] + [f"- {line}" for line in provenance(rows)] + [""]
     parts += ["## Devices", ""] + [f"- {_stamp_line(s)}" for s in stamps(rows)] + [""]
     if ns := notes(rows, cv_threshold):
         parts += ["## Read this first", ""] + [f"- {n}" for n in ns] + [""]
     parts += ["## Plots", ""] + [f"![{p}]({p})" for p in PLOTS] + [""]
+    header, body = paired_table(rows)
+    if body:
+        parts += ["## Accuracy against the fp32 twin (paired over the same eval rows)", "", _md_table(header, body), ""]
     for t, header, body in tables(rows):
         parts += [f"## {t}", "", _md_table(header, body), ""]
     return "\n".join(parts)
@@ -299,6 +350,7 @@ def render_html(rows: list[dict[str, Any]], title: str, cv_threshold: float, plo
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "th{background:#f2f2f2}.note{background:#fff6d5;padding:.5em 1em}img{max-width:100%;margin:1em 0}</style></head><body>",
         f"<h1>{esc(title)}</h1><p>{len(rows)} measurement rows. Latency in ms after warm-up; every row ran in its own fresh process.</p>",
+        "<h2>Run</h2><ul>" + "".join(f"<li>{esc(line)}</li>" for line in provenance(rows)) + "</ul>",
         "<h2>Devices</h2><ul>" + "".join(f"<li>{esc(_stamp_line(s))}</li>" for s in stamps(rows)) + "</ul>",
     ]
     if ns := notes(rows, cv_threshold):
@@ -307,7 +359,9 @@ def render_html(rows: list[dict[str, Any]], title: str, cv_threshold: float, plo
     for p in PLOTS:
         data = base64.b64encode((plot_dir / p).read_bytes()).decode("ascii")
         parts.append(f"<img alt='{p}' src='data:image/png;base64,{data}'>")
-    for t, header, body in tables(rows):
+    pheader, pbody = paired_table(rows)
+    tabled = ([("Accuracy against the fp32 twin (paired over the same eval rows)", pheader, pbody)] if pbody else []) + tables(rows)
+    for t, header, body in tabled:
         parts.append(f"<h2>{esc(t)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body]
         parts.append("</table>")

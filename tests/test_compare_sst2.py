@@ -54,3 +54,56 @@ def test_stronger_baseline_is_shown_but_not_an_issue_target():
     assert all(c["ok"] for c in checks if c["issue_target"])
     text = render(_table(), checks, {"machine": "x86_64 test", "threads": 2, "date": "today", "command": "python benchmarks/compare_sst2.py"})
     assert "| B-eager (be) |" in text and "(stronger B)" in text and "**no**" in text
+
+
+def test_a_target_is_met_only_when_its_worst_round_meets_it():
+    from benchmarks.compare_sst2 import combine_rounds
+
+    rounds = [check_targets(_table(c_real=r)) for r in (0.60, 0.62, 0.70)]  # B/C at real: 3.33x, 3.23x, 2.86x
+    got = _by_check(combine_rounds(rounds))
+    real_b = got["p50 @real: B / C"]
+    assert real_b["values"] == [3.333, 3.226, 2.857]
+    assert real_b["median"] == 3.226 and real_b["worst"] == 2.857 and real_b["worst_round"] == 3
+    assert not real_b["ok"]  # the median meets 3.0x, the worst round does not
+    assert got["size: A / C"]["ok"] and got["size: A / C"]["worst_round"] == 1
+    # a check whose bound moves with the round (C at real must beat C at 128 of the same round)
+    rounds = [check_targets(_table(c_real=0.6, c_p128=p)) for p in (2.0, 0.5, 2.0)]
+    assert not _by_check(combine_rounds(rounds))["p50 @real < p50 @128 (ms)"]["ok"]
+
+
+def test_median_table_takes_medians_and_keeps_the_range():
+    from benchmarks.compare_sst2 import median_table
+
+    tables = [_table(c_p128=p) for p in (2.0, 2.6, 2.2)]
+    c = {t["system"]: t for t in median_table(tables)}["C-litert-dynamic"]
+    assert c["p50_128_ms"] == 2.2 and c["p50_128_range"] == [2.0, 2.6] and c["rounds"] == 3
+    assert c["accuracy"] == 0.895
+
+
+def test_accuracy_differences_come_with_a_paired_interval():
+    from benchmarks.compare_sst2 import accuracy_intervals, interval_checks
+
+    n = 872
+    a = ["1"] * 786 + ["0"] * 86            # 90.14 %
+    c = list(a)
+    for i in range(0, 10):                  # C loses 10 rows A had and gains 5: -0.57 points
+        c[i] = "0"
+    for i in range(800, 805):
+        c[i] = "1"
+    rows = [{"variant": "a", "seq_len": "real", "correct_real": "".join(a)}, {"variant": "c", "seq_len": "real", "correct_real": "".join(c)}]
+    got = accuracy_intervals(rows, {"A": "a", "C-litert-dynamic": "c"})["C-litert-dynamic"]
+    assert got["rows"] == n and got["diff_points"] == pytest.approx(-500 / n)
+    lo, hi = got["ci95_points"]
+    assert lo < got["diff_points"] < hi < 0.5 and lo > -2.0
+    check = interval_checks({"C-litert-dynamic": got})[0]
+    assert check["issue_target"] is False and check["worst"] == pytest.approx(-lo, abs=1e-3) and check["ok"] == (-lo <= 1.0)
+    text = render(_table(), check_targets(_table()), {"machine": "m", "threads": 2, "date": "d", "command": "c"}, {"C-litert-dynamic": got})
+    assert "-0.57 [" in text
+
+
+def test_rounds_that_predict_differently_are_noticed():
+    from benchmarks.compare_sst2 import predictions_stable
+
+    r1 = [{"variant": "c", "seq_len": "real", "correct_real": "1101"}, {"variant": "c", "seq_len": 128}]
+    assert predictions_stable([r1, [dict(r) for r in r1]])
+    assert not predictions_stable([r1, [{"variant": "c", "seq_len": "real", "correct_real": "1111"}]])

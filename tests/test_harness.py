@@ -190,6 +190,9 @@ def test_bench_cli(tiny_bundle, tmp_path, capsys):
     # the bundle carries eval.npz (the tokenised eval split): accuracy comes without a tokenizer
     assert all(isinstance(r["accuracy"], float) and 0.0 <= r["accuracy"] <= 1.0 for r in rows)
     assert "no eval.npz" not in capsys.readouterr().err
+    # stamped with the bundle artifact it measured and the pipeline that built it (no config hash outside a run)
+    assert {r["pipeline"] for r in rows} == {"tiny-bundle"} and {r["config_hash"] for r in rows} == {None}
+    assert all(r["run_id"] and r["git_commit"] and r["artifact_keys"]["bundle"] for r in rows)
 
 
 def test_dropped_device_keeps_rows_already_measured(tmp_path):

@@ -81,9 +81,35 @@ def test_benchmark_and_report_stages_through_the_runner(tmp_path, tiny_cache, ti
     assert report.metrics["rows"] == len(rows)
     for name in ("report.md", "report.html", "results.csv", "results.jsonl", "pareto.png", "sizes.png", "latency.png"):
         assert (report.artifact.path / name).stat().st_size > 0, name
-    assert "RANDOM weights" in (report.artifact.path / "report.md").read_text()
+    md = (report.artifact.path / "report.md").read_text()
+    assert "RANDOM weights" in md
+    # one run, stamped on every row: commit, pipeline and its config hash, the artifacts measured, the machine
+    assert len({(r["run_id"], r["git_commit"], r["config_hash"]) for r in rows}) == 1 and {r["pipeline"] for r in rows} == {"tiny-report"}
+    assert all(r["artifact_keys"]["bundle"] and isinstance(r["stamp"]["libraries"], dict) and "isa" in r["stamp"] for r in rows)
+    assert all(len(r["correct_real"]) == 120 for r in rows)  # per-row correctness over the eval rows
+    assert "| tflite-int8-dynamic | tflite-fp32 |" in md and f"run {rows[0]['run_id']}" in md
     # the CLI writes the same report from the run directory
     out = tmp_path / "cli-report"
     assert cli_report(SimpleNamespace(run=res.run_dir, out=out)) == 0
     assert (out / "pareto.png").read_bytes().startswith(PNG)
     assert cli_report(SimpleNamespace(run=tmp_path, out=None)) == 2
+
+
+def test_int8_files_are_compared_with_their_fp32_twin_on_the_same_rows(tmp_path):
+    rows = _rows()
+    fp32 = "1" * 90 + "0" * 10
+    int8 = "0" * 5 + "1" * 85 + "0" * 10  # 5 rows lost, none gained: -5 points
+    for r in rows:
+        if r["format"] == "onnx":
+            r["correct_real"] = fp32 if r["precision"] == "fp32" else int8
+        r.update(run_id="r1", git_commit="a" * 40, git_dirty=False, pipeline="smoke", config_hash="c" * 16)
+    from benchmarks.report import paired_differences
+
+    (d,) = paired_differences(rows)
+    assert d["variant"] == "onnx-int8" and d["vs"] == "onnx-fp32" and d["diff_points"] == -5.0
+    assert d["ci95_points"][1] < 0 and d["mcnemar_p"] == 2 / 32
+    write_report(rows, tmp_path, "t", 0.15)
+    md = (tmp_path / "report.md").read_text()
+    assert "| phone | onnxruntime | onnx-int8 | onnx-fp32 | 88.50% | -5.00 [" in md
+    assert "run r1, commit aaaaaaaaaaaa, pipeline smoke, config cccccccccccccccc: 5 rows" in md
+    assert "correct_real" not in (tmp_path / "results.csv").read_text().splitlines()[0]

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-# Files a Python device needs to run measurements: measure.py imports only edge_runtime + numpy.
+# Files a Python device needs to run measurements: measure.py imports only these two + numpy.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PAYLOAD_FILES = (REPO_ROOT / "benchmarks" / "measure.py", REPO_ROOT / "device_tests" / "edge_runtime.py")
+PAYLOAD_FILES = (REPO_ROOT / "benchmarks" / "measure.py", REPO_ROOT / "benchmarks" / "hoststamp.py", REPO_ROOT / "device_tests" / "edge_runtime.py")
 # Keys every stamp has (values may be None where a device cannot tell).
 STAMP_KEYS = ("device", "arch", "cpu_model", "cores", "os", "emulated")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.devices.base import DeviceSpec, run_command
-from benchmarks.measure import cpu_model
+from benchmarks.hoststamp import host_stamp
 
 
 class LocalDevice:
@@ -22,14 +21,7 @@ class LocalDevice:
         self.name = name
 
     def stamp(self) -> dict[str, Any]:
-        return {
-            "device": f"local:{platform.node()}",
-            "arch": platform.machine(),
-            "cpu_model": cpu_model(),
-            "cores": os.cpu_count(),
-            "os": f"{platform.system()} {platform.release()}",
-            "emulated": False,
-        }
+        return {**host_stamp(), "device": f"local:{platform.node()}", "emulated": False}
 
     def push(self, local_dir: Path) -> str:
         return str(Path(local_dir).resolve())

@@ -48,19 +48,14 @@ WORKDIR_PREFIX = "albert-edge."  # + mktemp's 6 characters
 OWNER_FILE = ".albert-edge-owner"  # in each remote work dir: HOST-pPID-START of the local process
 _WORKDIR = re.compile(r"^/(?:[A-Za-z0-9._+-]*/)*albert-edge\.[A-Za-z0-9]{6}$")
 TIMEOUT_RC = 124
-STAMP_CODE = (
-    "import json, os, platform\n"
-    "cpu = None\n"
-    "try:\n"
-    "    for line in open('/proc/cpuinfo', errors='replace'):\n"
-    "        k, _, v = line.partition(':')\n"
-    "        if k.strip() in ('model name', 'Hardware', 'Processor', 'cpu model') and v.strip():\n"
-    "            cpu = v.strip(); break\n"
-    "except OSError:\n"
-    "    pass\n"
-    "print(json.dumps({'arch': platform.machine(), 'cpu_model': cpu, 'cores': os.cpu_count(), 'node': platform.node(),\n"
-    "    'os': platform.system() + ' ' + platform.release(), 'python': platform.python_version(),\n"
-    "    'emulated': bool(os.environ.get('ALBERT_EDGE_EMULATED')) or 'emulated' in (cpu or '')}))\n"
+# hoststamp.py is standard-library only: its source runs on the board as it is, plus what only
+# the board's login can say (its name, and whether it runs under emulation)
+STAMP_CODE = (REPO_ROOT / "benchmarks" / "hoststamp.py").read_text() + (
+    "\nimport json\n"
+    "_stamp = host_stamp()\n"
+    "_stamp['node'] = platform.node()\n"
+    "_stamp['emulated'] = bool(os.environ.get('ALBERT_EDGE_EMULATED')) or 'emulated' in (_stamp.get('cpu_model') or '')\n"
+    "print(json.dumps(_stamp))\n"
 )
 # A pytest plugin shipped with device_tests: results come back as JSON written on the device.
 JSON_REPORT_PLUGIN = '''"""Write one JSON file of test outcomes (shipped by benchmarks/devices/ssh.py)."""
