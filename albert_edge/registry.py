@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from albert_edge.contract import ARTIFACT_KINDS, ArtifactKind, StageFn
 
 # YAML key -> module that registers it. The single place a new stage is announced.
 STAGE_MODULES: dict[str, str] = {
@@ -31,11 +32,11 @@ class StageSpec:
     """What the runner needs to know about a stage."""
 
     name: str
-    fn: Callable[..., dict[str, Any]]
+    fn: StageFn
     config_cls: type
     version: str
     inputs: tuple[str, ...]
-    output_kind: str
+    output_kind: ArtifactKind
     gated: bool
     uses_budget: bool
     doc: str
@@ -50,10 +51,10 @@ def stage(
     config: type,
     version: str,
     inputs: tuple[str, ...] = ("model",),
-    output: str = "model",
+    output: ArtifactKind = "model",
     gated: bool = False,
     uses_budget: bool = False,
-) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+) -> Callable[[StageFn], StageFn]:
     """Register `fn` as the stage `name`.
 
     inputs: roles the runner resolves from earlier artifacts (`model`, `teacher`, `onnx`,
@@ -65,7 +66,10 @@ def stage(
     budget is part of its cache key; the gate alone never invalidates an artifact.
     """
 
-    def register(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    if output not in ARTIFACT_KINDS:
+        raise ValueError(f"stage {name}: unknown output kind {output!r}; one of {', '.join(ARTIFACT_KINDS)}")
+
+    def register(fn: StageFn) -> StageFn:
         _REGISTRY[name] = StageSpec(
             name=name,
             fn=fn,
@@ -90,6 +94,3 @@ def get_stage(name: str) -> StageSpec:
         importlib.import_module(STAGE_MODULES[name])
     return _REGISTRY[name]
 
-
-def stage_names() -> list[str]:
-    return list(STAGE_MODULES)

@@ -8,73 +8,20 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from albert_edge.artifacts import Artifact, ArtifactStore, library_versions
-from albert_edge.budget import Budget, judge
+from albert_edge.budget import judge
 from albert_edge.config import Pipeline, Step, stable_hash
+from albert_edge.contract import GateFailed, StageContext, StageError, StageFailed, StageInputError
 from albert_edge.data import DataError
 from albert_edge.lease import Lease, LeaseTimeout
 from albert_edge.registry import StageSpec, get_stage
 from albert_edge.schema import to_dict
 
 log = logging.getLogger("albert_edge")
-
-
-class StageFailed(RuntimeError):
-    """A stage raised; the message says which and why. Earlier artifacts are kept."""
-
-
-class GateFailed(RuntimeError):
-    """A stage's output broke the pipeline's accuracy budget (exit code 1)."""
-
-
-class StageError(RuntimeError):
-    """Raised by a stage for an expected failure (bad input, parity miss): message only, no traceback."""
-
-
-class StageInputError(StageFailed):
-    """Bad input met inside a stage (a data file, a parameter this model cannot take): the
-    user's to fix, so the run exits 2 like a config error. Stages raise it; data.DataError
-    is treated the same."""
-
-
-@dataclass
-class StageContext:
-    """Everything a stage function may use. It writes files into `out_dir` only."""
-
-    step: Step
-    config: Any
-    pipeline: Pipeline
-    inputs: dict[str, Any]  # role -> Artifact (or list of Artifacts for "*"); None if optional and absent
-    out_dir: Path
-    log: logging.Logger
-    info: dict[str, Any] = field(default_factory=dict)  # extra manifest content (variants, fallbacks...)
-
-    @property
-    def teacher(self) -> Artifact | None:
-        return self.inputs.get("teacher")
-
-    @property
-    def teacher_accuracy(self) -> float | None:
-        t = self.teacher
-        return None if t is None else t.metrics.get("accuracy")
-
-    @property
-    def budget(self) -> Budget:
-        return self.pipeline.budget
-
-    def progress(self, iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
-        from tqdm.auto import tqdm
-
-        kwargs.setdefault("desc", self.step.id)
-        kwargs.setdefault("leave", False)
-        kwargs.setdefault("dynamic_ncols", True)
-        kwargs.setdefault("disable", None if sys.stderr.isatty() else True)
-        return tqdm(iterable, **kwargs)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require
@@ -551,9 +552,8 @@ def benchmark(targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict
 
 
 @stage("benchmark", config=BenchConfig, version="1", inputs=("bundle", "?teacher", "?model"), output="bench")
-def benchmark_stage(ctx: Any) -> dict[str, Any]:
+def benchmark_stage(ctx: StageContext[BenchConfig]) -> dict[str, Any]:
     """Latency, load time, peak memory, size and accuracy of every bundle file on each device."""
-    from albert_edge.runner import StageError
 
     cfg: BenchConfig = ctx.config
     bundle = find_bundle(ctx.inputs["bundle"].path)
@@ -581,7 +581,7 @@ def benchmark_stage(ctx: Any) -> dict[str, Any]:
     return summarise(rows)
 
 
-def stage_inputs(ctx: Any, bundle: Path, model_art: Any, dest: Path) -> Path:
+def stage_inputs(ctx: StageContext[Any], bundle: Path, model_art: Any, dest: Path) -> Path:
     """The bundle's eval.npz, else the pipeline's eval split tokenised with the bundle's (or the
     exported model's) tokenizer, with the teacher's predictions for agreement."""
     from albert_edge.data import encode, read_examples

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from albert_edge.stats import format_diff, paired_summary
@@ -406,9 +407,8 @@ def collect_results(path: Path) -> list[dict[str, Any]]:
 
 
 @stage("report", config=ReportConfig, version="1", inputs=("*",), output="report")
-def report_stage(ctx: Any) -> dict[str, Any]:
+def report_stage(ctx: StageContext[ReportConfig]) -> dict[str, Any]:
     """report.md + self-contained report.html + plots + results.jsonl/csv from every benchmark."""
-    from albert_edge.runner import StageError
 
     rows: list[dict[str, Any]] = []
     for art in ctx.inputs["*"]:

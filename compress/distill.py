@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from albert_edge.budget import drop_points
+from albert_edge.contract import StageContext, StageError
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
@@ -59,9 +60,8 @@ class DistillConfig:
 
 
 @stage("distill", config=DistillConfig, version="2", inputs=("teacher",), output="model", gated=True)
-def distill(ctx: Any) -> dict[str, Any]:
+def distill(ctx: StageContext[DistillConfig]) -> dict[str, Any]:
     """Distil the teacher into an ALBERT student (layer selection, shared groups, SVD embeddings)."""
-    from albert_edge.runner import StageError
 
     cfg: DistillConfig = ctx.config
     teacher, tok, _ = load_model(ctx.inputs["teacher"].model_dir)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from albert_edge.contract import StageContext
 from albert_edge.data import Encoded
 from albert_edge.schema import require
 from albert_edge.training import model_inputs, predict_logits
@@ -198,7 +199,7 @@ class DistillationLoss:
         return loss
 
 
-def build_loss(ctx: Any, cfg: DistillLossConfig, teacher: Any, student: Any, train_enc: Encoded, pad_id: int) -> DistillationLoss:
+def build_loss(ctx: StageContext[Any], cfg: DistillLossConfig, teacher: Any, student: Any, train_enc: Encoded, pad_id: int) -> DistillationLoss:
     """The loss for a stage: caches teacher logits over `train_enc` when only logits are distilled."""
     import time
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from albert_edge.contract import StageContext, StageError, StageInputError
 from albert_edge.data import batch_indices, pad_batch
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
@@ -84,7 +85,7 @@ def _accuracy(model: Any, enc: Any, pad: int) -> float:
     return float((predict_logits(model, enc, pad_id=pad).argmax(-1) == np.asarray(enc.labels)).mean())
 
 
-def _structured(ctx: Any, model: Any, loss: Any, data: dict[str, Any], pad: int) -> dict[str, Any]:
+def _structured(ctx: StageContext[Any], model: Any, loss: Any, data: dict[str, Any], pad: int) -> dict[str, Any]:
     cfg: PruneConfig = ctx.config
     if cfg.importance == "taylor":
         idx = batch_indices(data["train"].lengths(), cfg.recovery.batch_size, shuffle=True, seed=ctx.pipeline.seed)[: cfg.score_batches]
@@ -96,7 +97,6 @@ def _structured(ctx: Any, model: Any, loss: Any, data: dict[str, Any], pad: int)
     for key, scores, what in (("heads", head_s, "heads"), ("ffn", neuron_s, "FFN neurons")):
         problem = st.too_many(scores, getattr(cfg, key), cfg.global_ranking, what)
         if problem:
-            from albert_edge.runner import StageInputError
 
             raise StageInputError(f"{key}: {problem}")
     plan = st.Plan(st.select(head_s, cfg.heads, cfg.global_ranking), st.select(neuron_s, cfg.ffn, cfg.global_ranking))
@@ -112,9 +112,8 @@ def _structured(ctx: Any, model: Any, loss: Any, data: dict[str, Any], pad: int)
 
 
 @stage("prune", config=PruneConfig, version="2", inputs=("model", "teacher"), output="model", gated=True)
-def prune(ctx: Any) -> dict[str, Any]:
+def prune(ctx: StageContext[PruneConfig]) -> dict[str, Any]:
     """Prune heads/FFN neurons (sliced) or weights (gradual magnitude), then recover with KD."""
-    from albert_edge.runner import StageError
 
     cfg: PruneConfig = ctx.config
     src = ctx.inputs["model"]

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from albert_edge.budget import Budget, Verdict, inc_tolerance, judge
+from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from compress.onnx_int8 import PRECISION, CalibMethod, OnnxMode, QuantSpec
@@ -90,7 +91,6 @@ class QuantizeConfig:
 
 def fp32_onnx_variant(art: Any) -> dict[str, Any]:
     """The export artifact's plain fp32 graph (`model.onnx`, not the ORT-optimised copy)."""
-    from albert_edge.runner import StageError
 
     cands = [v for v in art.variants() if v.get("format") == "onnx" and v.get("precision") == "fp32" and not v.get("ort_optimization")]
     if not cands:
@@ -151,9 +151,8 @@ def _log() -> Any:
     return logging.getLogger("albert_edge")
 
 
-def _onnx_variant(ctx: Any, ev: _Eval, mode: OnnxMode, pre: Path, src_bytes: int, calib: Any, sens_enc: Any, work: Path) -> dict[str, Any]:
+def _onnx_variant(ctx: StageContext[Any], ev: _Eval, mode: OnnxMode, pre: Path, src_bytes: int, calib: Any, sens_enc: Any, work: Path) -> dict[str, Any]:
     """Quantise, audit MatMul coverage, judge on validation, fall back if the verdict fails."""
-    from albert_edge.runner import StageError
     from compress.onnx_graph import matmul_report
     from compress.onnx_int8 import keep_float_search, quantizable_nodes, quantize_onnx, rank_sensitivity
     from export.onnx import file_variant
@@ -239,10 +238,9 @@ def _parity_view(verdict: Verdict, logits: np.ndarray, ev: _Eval) -> Any:
                         verdict.accuracy, fp32_acc, verdict.rows, list(verdict.reasons))
 
 
-def _tflite_variants(ctx: Any, ev: _Eval, model: Any, calib: Any) -> list[dict[str, Any]]:
+def _tflite_variants(ctx: StageContext[Any], ev: _Eval, model: Any, calib: Any) -> list[dict[str, Any]]:
     """TFLite int8 files from the TFLite writer (from the tflite artifact's fp32 file when there
     is one, with its buckets), audited and judged through edge_runtime with the smallest-bucket rule."""
-    from albert_edge.runner import StageError
     from export.parity import clip_encoded, torch_logits
     from export.tflite import TFLiteExportError, convert_tflite
     from export.tflite_audit import matmul_report
@@ -292,10 +290,9 @@ def stage_verdict(variants: list[dict[str, Any]], budget: Budget) -> dict[str, A
 
 @stage("quantize", config=QuantizeConfig, version="4", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True,
        uses_budget=True)
-def quantize(ctx: Any) -> dict[str, Any]:
+def quantize(ctx: StageContext[QuantizeConfig]) -> dict[str, Any]:
     """int8 ONNX (dynamic, static QDQ) and TFLite files, audited and judged against the budget on held-out rows."""
     from albert_edge.metrics import load_predictions
-    from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model, task_data
     from compress.onnx_graph import matmul_report, preoptimize
     from export.parity import torch_logits

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require, to_dict
@@ -131,7 +132,7 @@ def _tokenizer_files(model_dir: Path, dest: Path) -> list[str]:
     return copied
 
 
-def _golden_rows(ctx: Any, tok: Any, rows: int) -> tuple[list[str], Any]:
+def _golden_rows(ctx: StageContext[Any], tok: Any, rows: int) -> tuple[list[str], Any]:
     from albert_edge.data import encode, read_examples
 
     ex = read_examples(ctx.pipeline.task, "eval")
@@ -141,11 +142,10 @@ def _golden_rows(ctx: Any, tok: Any, rows: int) -> tuple[list[str], Any]:
 
 
 @stage("bundle", config=BundleConfig, version="3", inputs=("model", "?teacher", "*"), output="bundle", gated=True, uses_budget=True)
-def bundle(ctx: Any) -> dict[str, Any]:
+def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
     """Write bundle/: every model file that passes the budget, tokenizer, labels, metadata with sha256s and verdicts, golden vectors, BUNDLE.md."""
     from albert_edge.artifacts import file_hashes, library_versions, sha256_file
     from albert_edge.models import count_parameters
-    from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model, task_data
     from device_tests.edge_runtime import ModelLoadError
     from export.parity import check, clip_encoded, file_logits, torch_logits
@@ -261,7 +261,7 @@ class _Gate:
     fp32: dict[int, np.ndarray] = field(default_factory=dict)  # by truncation width (0: none)
 
     @classmethod
-    def of(cls, ctx: Any, model: Any, enc: Any, pad: int) -> _Gate:
+    def of(cls, ctx: StageContext[Any], model: Any, enc: Any, pad: int) -> _Gate:
         from export.parity import torch_logits
 
         teacher = ctx.inputs.get("teacher")
@@ -285,7 +285,7 @@ class _Gate:
         return judge(name, self.budget, accuracy=acc, reference=self.reference, agreement=agreement, rows=len(enc))
 
 
-def _write_eval_npz(ctx: Any, tok: Any, path: Path) -> None:
+def _write_eval_npz(ctx: StageContext[Any], tok: Any, path: Path) -> None:
     """The whole tokenised eval split (+ labels, teacher predictions), so devices and
     `albert-edge bench` measure accuracy and agreement without a tokenizer."""
     from albert_edge.metrics import load_predictions

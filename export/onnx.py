@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
 
@@ -348,10 +349,9 @@ def file_variant(name: str, path: Path, art_dir: Path, precision: str, parity: A
 
 
 @stage("export_onnx", config=ExportOnnxConfig, version="4", inputs=("model", "?teacher"), output="onnx")
-def export_onnx_stage(ctx: Any) -> dict[str, Any]:
+def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
     """Export to ONNX (shared weights kept shared), add the configured offline-optimised graph, time ORT levels, check parity."""
     from albert_edge.models import count_parameters
-    from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model, task_data
     from export.parity import check, file_logits, require_parity, split_accuracies, torch_logits
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.contract import StageError
 from albert_edge.data import Encoded, batch_indices, pad_batch
 
 FP32_PRECISIONS = ("fp32",)
@@ -178,7 +179,6 @@ def check(
 
 def require_parity(results: Sequence[ParityResult]) -> None:
     """Raise StageError listing every failed file with its table of differing rows."""
-    from albert_edge.runner import StageError
 
     failed = [r for r in results if not r.ok]
     if not failed:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from albert_edge.artifacts import sha256_file
+from albert_edge.contract import StageContext, StageError
 from albert_edge.data import Encoded
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
@@ -266,9 +267,8 @@ def _file_name(precision: str) -> str:
 
 
 @stage("export_tflite", config=ExportTFLiteConfig, version="4", inputs=("model", "?teacher"), output="tflite")
-def export_tflite_stage(ctx: Any) -> dict[str, Any]:
+def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
-    from albert_edge.runner import StageError
     from albert_edge.stages.common import load_input_model, task_data
     from device_tests.edge_runtime import ModelLoadError
     from export.parity import check, clip_encoded, file_logits, require_parity, split_accuracies, torch_logits

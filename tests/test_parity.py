@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from albert_edge.contract import StageError
 from albert_edge.data import Encoded
-from albert_edge.runner import StageError
 from device_tests.edge_runtime import ModelLoadError, open_model, pick_bucket
 from export.parity import check, clip_encoded, file_logits, require_parity
 

@@ -6,16 +6,16 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.contract import StageContext, StageInputError
 from albert_edge.data import DataError, Encoded, encode, read_examples
 from albert_edge.metrics import classification_metrics, load_predictions, save_predictions
 from albert_edge.models import count_parameters, load_model, save_model
 from albert_edge.training import predict_logits
 
 
-def task_data(ctx: Any, tokenizer: Any, splits: tuple[str, ...] = ("train", "validation", "eval")) -> dict[str, Encoded]:
+def task_data(ctx: StageContext[Any], tokenizer: Any, splits: tuple[str, ...] = ("train", "validation", "eval")) -> dict[str, Encoded]:
     """Read and tokenise the pipeline's task splits; DataError becomes a clean stage error.
     Choices are made on `validation` (carved from train); `eval` is only reported."""
-    from albert_edge.runner import StageInputError
 
     out = {}
     for split in splits:
@@ -29,7 +29,7 @@ def task_data(ctx: Any, tokenizer: Any, splits: tuple[str, ...] = ("train", "val
     return out
 
 
-def load_input_model(ctx: Any, role: str = "model") -> tuple[Any, Any, dict[str, Any]]:
+def load_input_model(ctx: StageContext[Any], role: str = "model") -> tuple[Any, Any, dict[str, Any]]:
     art = ctx.inputs[role]
     return load_model(art.model_dir)
 
@@ -40,7 +40,7 @@ def selection_note(data: dict[str, Encoded], what: str) -> dict[str, Any]:
             "train_rows": len(data["train"]), "reported_on": "eval", "eval_rows": len(data["eval"])}
 
 
-def evaluate_and_save(ctx: Any, model: Any, tokenizer: Any, data: dict[str, Encoded], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_and_save(ctx: StageContext[Any], model: Any, tokenizer: Any, data: dict[str, Encoded], meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Evaluate once on the eval split (reported) and on validation (what gates judge); save
     model + eval predictions into the artifact; return metrics (`accuracy` is eval's)."""
     pad = tokenizer.pad_token_id or 0

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+from albert_edge.contract import StageContext
 from albert_edge.metrics import classification_metrics, load_predictions, save_predictions
 from albert_edge.registry import stage
 from albert_edge.stages.common import load_input_model, task_data
@@ -20,7 +21,7 @@ class EvaluateConfig:
 
 
 @stage("evaluate", config=EvaluateConfig, version="1", inputs=("model", "?teacher"), output="eval")
-def evaluate(ctx: Any) -> dict[str, Any]:
+def evaluate(ctx: StageContext[EvaluateConfig]) -> dict[str, Any]:
     """Report accuracy, macro-F1, confusion matrix and agreement; save per-example predictions."""
     model, tok, _ = load_input_model(ctx)
     enc = task_data(ctx, tok, ("eval",))["eval"]

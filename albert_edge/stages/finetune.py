@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from albert_edge.contract import StageContext
 from albert_edge.models import load_source
 from albert_edge.registry import stage
 from albert_edge.stages.common import evaluate_and_save, load_input_model, selection_note, task_data
@@ -25,7 +26,7 @@ class FinetuneConfig:
 
 
 @stage("finetune", config=FinetuneConfig, version="2", inputs=("?model",), output="model")
-def finetune(ctx: Any) -> dict[str, Any]:
+def finetune(ctx: StageContext[FinetuneConfig]) -> dict[str, Any]:
     """Fine-tune a sequence classifier (AdamW, warm-up + linear decay, best eval checkpoint)."""
     cfg: FinetuneConfig = ctx.config
     if cfg.start_from == "previous" and ctx.inputs.get("model") is not None:
