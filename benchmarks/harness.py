@@ -26,9 +26,10 @@ from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require
-from benchmarks.devices.base import PAYLOAD_FILES, Device, DeviceError, full_stamp, get_device, parse_spec
+from benchmarks.devices.base import Device, DeviceError, copy_payload, full_stamp, get_device, parse_spec
 from benchmarks.devices.scratch import scratch_dir, sweep
 from benchmarks.provenance import artifact_key, run_stamp
+from edge_runtime.measure import synthetic_npz
 
 SCHEMA = 1
 RESULTS = "results.jsonl"
@@ -272,24 +273,15 @@ def _guess_precision(stem: str) -> str:
 # ---------------------------------------------------------------- eval inputs
 
 
-def synthetic_npz(path: Path, rows: int = 8, width: int = 128, vocab: int = 30000, seed: int = 0) -> Path:
-    """Random token ids (latency and memory only: no labels, so no accuracy)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, vocab, size=(rows, width), dtype=np.int64)
-    np.savez(path, input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids), lengths=np.full(rows, width, dtype=np.int64))
-    return path
-
-
 # ---------------------------------------------------------------- running
 
 
 def _stage_dir(targets: list[Target], inputs: Path, work: Path) -> dict[str, str]:
-    """Lay out what a device needs (measure.py, edge_runtime.py, inputs, model files); return
+    """Lay out what a device needs (measure.py, the edge_runtime package, inputs, model files); return
     target name -> path of each file relative to `work`. Targets with a problem are left out;
     a staged file whose sha256 differs from metadata.json's gives its target a problem and is
     removed, so only the bytes the bundle describes are ever measured or sent to a board."""
-    for f in PAYLOAD_FILES:
-        shutil.copy2(f, work / f.name)
+    copy_payload(work)
     shutil.copy2(inputs, work / "inputs.npz")
     rel: dict[str, str] = {}
     for ti, t in enumerate(targets):

@@ -1,10 +1,9 @@
-"""Measure ONE model (or one set of sequence-length buckets) in a fresh process; print one JSON line.
+"""The benchmark's child process: measure ONE model (or one set of buckets) with a machine stamp; print one JSON line.
 
-Why a process per model: runtimes keep spinning thread pools that slow the next runtime in the
-same process (~2x), and `ru_maxrss` can never be reset, so peak memory is only attributable
-when the process loaded nothing else. This file is shipped to devices beside edge_runtime.py
-and hoststamp.py: it imports only numpy, the runtime asked for, and (for `--runtime torch`) torch +
-transformers.
+edge_runtime.measure does the measuring; this script adds what only the benchmark needs: the
+machine's stamp (hoststamp.py) and the PyTorch reference runtime. It is shipped to devices with
+hoststamp.py and the edge_runtime package beside it, and imports only those, numpy, the runtime
+asked for, and (for `--runtime torch`) torch + transformers.
 
     python measure.py --model m.onnx --runtime onnxruntime --threads 2 --inputs inputs.npz \
         --batch 1 --seq-len 128 --runs 50 --warmup 1
@@ -13,39 +12,21 @@ transformers.
 
 from __future__ import annotations
 
-import argparse
-import gc
 import importlib
-import importlib.metadata as md
 import json
 import os
-import resource
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edge_runtime.measure import ExtraRuntime, Runner, measure, parse_args
+
 try:  # in the repo: the package; on a device: the file shipped beside this one
     from benchmarks.hoststamp import host_stamp
 except ImportError:
     from hoststamp import host_stamp  # type: ignore[no-redef]
-
-MAX_STORED_TIMES = 2000  # per-run latencies kept in a row (for distributions)
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter", "tf.lite": "tensorflow", "torch": "torch"}
-RUNTIME_DISTS = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tf.lite": "tensorflow", "torch": "torch"}
-
-
-def _edge_runtime() -> Any:
-    """edge_runtime.py sits beside this file on a device, in ../device_tests in the repo."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    for d in (here, os.path.join(os.path.dirname(here), "device_tests")):
-        if os.path.isfile(os.path.join(d, "edge_runtime.py")) and d not in sys.path:
-            sys.path.insert(0, d)
-            break
-    return importlib.import_module("edge_runtime")
 
 
 def platform_stamp() -> dict[str, Any]:
@@ -53,112 +34,7 @@ def platform_stamp() -> dict[str, Any]:
     return host_stamp()
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far.
-
-    Linux: VmHWM of /proc/self/status, the high-water mark of this process's own memory map.
-    Not ru_maxrss there: the kernel carries the parent's peak across fork+exec, so a child of
-    a 500 MB pipeline process would report 500 MB whatever it loads. Elsewhere ru_maxrss
-    (KiB on Linux/Android, bytes on macOS)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1024.0 * 1024.0) if sys.platform == "darwin" else rss / 1024.0
-
-
-def current_rss_mb() -> float | None:
-    try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def runtime_version(runtime: str) -> str | None:
-    try:
-        return md.version(RUNTIME_DISTS[runtime])
-    except (md.PackageNotFoundError, KeyError):
-        return None
-
-
-def latency_stats(times_ms: list[float]) -> dict[str, float]:
-    """mean, std, p50, p90, p99, min, max and coefficient of variation of per-run latencies."""
-    a = np.asarray(times_ms, dtype=np.float64)
-    mean = float(a.mean())
-    std = float(a.std(ddof=1)) if len(a) > 1 else 0.0
-    return {
-        "mean_ms": mean, "std_ms": std, "min_ms": float(a.min()), "max_ms": float(a.max()),
-        "p50_ms": float(np.percentile(a, 50)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
-        "cv": std / mean if mean > 0 else 0.0,
-    }
-
-
-def timed_runs(fn: Callable[[], Any], runs: int, min_secs: float, max_secs: float) -> list[float]:
-    """benchmark_model's rule: at least `runs` runs and at least `min_secs`, stopping at `max_secs`."""
-    times: list[float] = []
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000.0)
-        elapsed = time.perf_counter() - start
-        if (len(times) >= runs and elapsed >= min_secs) or elapsed >= max_secs:
-            return times
-
-
-class Model:
-    """One variant behind one call per width: a dynamic file, a bucketed file (one signature per
-    sequence length), or separate fixed-length files of one variant."""
-
-    def __init__(self, paths: list[str], runtime: str, threads: int) -> None:
-        self.runtime = runtime
-        self.by_seq: dict[int | None, Callable[..., np.ndarray]] = {}
-        if runtime == "torch":
-            self.by_seq[None] = _open_torch(paths[0], threads)
-            return
-        er = _edge_runtime()
-        self._pick = er.pick_bucket
-        for p in paths:
-            m = er.open_model(p, runtime, threads)
-            if getattr(m, "buckets", ()):
-                for b in m.buckets:
-                    self.by_seq[b] = _exact_width(m)
-            else:
-                self.by_seq[m.fixed_seq_len] = m
-
-    @property
-    def buckets(self) -> list[int]:
-        return sorted(s for s in self.by_seq if s is not None)
-
-    def for_length(self, length: int) -> tuple[Callable[..., np.ndarray], int]:
-        """The runner that serves `length` tokens and the width it runs at (the smallest bucket
-        that holds them, the largest if none does; dynamic files run at `length`)."""
-        if None in self.by_seq:
-            return self.by_seq[None], length
-        seq = self._pick(length, self.buckets)
-        return self.by_seq[seq], seq
-
-
-def _exact_width(m: Any) -> Callable[..., np.ndarray]:
-    """Run a bucketed EdgeModel at exactly the width of the arrays given (EdgeModel itself picks
-    the bucket from the real length, which would time a short row at a small bucket)."""
-
-    def call(ids: np.ndarray, mask: np.ndarray, tt: np.ndarray) -> np.ndarray:
-        rows = range(ids.shape[0]) if m.fixed_batch and ids.shape[0] != m.fixed_batch else [None]
-        outs = [m.run({"input_ids": ids[sl], "attention_mask": mask[sl], "token_type_ids": tt[sl]})
-                for sl in ([slice(i, i + 1) for i in rows] if rows != [None] else [slice(None)])]
-        return np.concatenate(outs, axis=0)
-
-    return call
-
-
-def _open_torch(model_dir: str, threads: int) -> Callable[..., np.ndarray]:
+def _open_torch(model_dir: str, threads: int) -> Runner:
     """PyTorch eager reference: the HF model directory of a model artifact."""
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -179,134 +55,6 @@ def _open_torch(model_dir: str, threads: int) -> Callable[..., np.ndarray]:
             return model(**feeds).logits.float().numpy()
 
     return run
-
-
-def _batch(data: dict[str, np.ndarray], rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of the tokenised eval set padded (pad id 0 / mask 0) or truncated to `width`."""
-    out = []
-    for key in ("input_ids", "attention_mask", "token_type_ids"):
-        arr = data[key][rows]
-        if arr.shape[1] >= width:
-            arr = arr[:, :width]
-        else:
-            arr = np.concatenate([arr, np.zeros((arr.shape[0], width - arr.shape[1]), dtype=arr.dtype)], axis=1)
-        out.append(np.ascontiguousarray(arr, dtype=np.int64))
-    return out[0], out[1], out[2]
-
-
-def _full_batch(data: dict[str, np.ndarray], rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eval rows' real tokens repeated to fill `width` (mask all ones): timing at width N means
-    N real tokens, so no runtime can shortcut the padding and bucketed files run bucket N."""
-    ids = np.zeros((len(rows), width), dtype=np.int64)
-    tt = np.zeros((len(rows), width), dtype=np.int64)
-    for r, i in enumerate(rows):
-        n = max(int(data["lengths"][i]), 1)
-        ids[r] = np.resize(data["input_ids"][i, :n], width)
-        tt[r] = np.resize(data["token_type_ids"][i, :n], width)
-    return ids, np.ones_like(ids), tt
-
-
-def measure_latency(model: Model, data: dict[str, np.ndarray], batch: int, seq_len: int, args: argparse.Namespace) -> dict[str, Any]:
-    """First inference, warm-up, then timed runs of one (batch, seq_len) shape."""
-    n = data["input_ids"].shape[0]
-    rows = np.arange(batch) % n
-    fn, width = model.for_length(seq_len)
-    ids, mask, tt = _full_batch(data, rows, width)
-    t0 = time.perf_counter()
-    fn(ids, mask, tt)
-    first_ms = (time.perf_counter() - t0) * 1000.0
-    warm = timed_runs(lambda: fn(ids, mask, tt), args.warmup, args.warmup_min_secs, max(args.warmup_min_secs, 0.0) + 60.0)
-    times = timed_runs(lambda: fn(ids, mask, tt), args.runs, args.min_secs, args.max_secs)
-    stats = latency_stats(times)
-    return {
-        "batch": batch, "seq_len": seq_len, "run_seq_len": width, "first_ms": first_ms,
-        "warmup_runs": len(warm), "warmup_mean_ms": float(np.mean(warm)) if warm else None,
-        "runs": len(times), **stats, "throughput_per_s": 1000.0 * batch / stats["mean_ms"],
-        "times_ms": [round(t, 4) for t in times[:MAX_STORED_TIMES]],
-    }
-
-
-def measure_real_lengths(model: Model, data: dict[str, np.ndarray], args: argparse.Namespace) -> dict[str, Any]:
-    """Batch-1 latency over the eval rows at their real tokenised lengths (through the buckets for
-    fixed-shape files), cycling through the rows: what an app sees on real inputs."""
-    n = data["input_ids"].shape[0]
-    calls = []
-    for i in range(n):
-        fn, width = model.for_length(max(int(data["lengths"][i]), 1))
-        calls.append((fn, _batch(data, np.array([i]), width)))
-    t0 = time.perf_counter()
-    calls[0][0](*calls[0][1])
-    first_ms = (time.perf_counter() - t0) * 1000.0
-    for fn, feeds in calls[: max(1, args.warmup)]:
-        fn(*feeds)
-    times: list[float] = []
-    start = time.perf_counter()
-    i = 0
-    while True:
-        fn, feeds = calls[i % n]
-        t0 = time.perf_counter()
-        fn(*feeds)
-        times.append((time.perf_counter() - t0) * 1000.0)
-        i += 1
-        elapsed = time.perf_counter() - start
-        if (len(times) >= max(args.runs, min(n, 4 * args.runs)) and elapsed >= args.min_secs) or elapsed >= args.max_secs:
-            break
-    stats = latency_stats(times)
-    return {"batch": 1, "seq_len": "real", "run_seq_len": float(np.mean(data["lengths"])), "first_ms": first_ms, "runs": len(times), **stats,
-            "throughput_per_s": 1000.0 / stats["mean_ms"], "times_ms": [round(t, 4) for t in times[:MAX_STORED_TIMES]]}
-
-
-def predict(model: Model, data: dict[str, np.ndarray], fixed: int | None) -> list[int]:
-    """Batch-1 predictions over the eval set: each row at its real length (through the buckets),
-    or padded to `fixed` tokens."""
-    lengths = data["lengths"]
-    preds = []
-    for i in range(len(lengths)):
-        fn, width = model.for_length(int(fixed or lengths[i]))
-        ids, mask, tt = _batch(data, np.array([i]), width)
-        preds.append(int(np.argmax(fn(ids, mask, tt)[0])))
-    return preds
-
-
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Everything for one model in this process, in the order that keeps memory attributable."""
-    result: dict[str, Any] = {"ok": False, "runtime": args.runtime, "models": args.model, "threads": args.threads}
-    result["stamp"] = platform_stamp()
-    problem = _edge_runtime().runtime_available(args.runtime) if args.runtime != "torch" else _torch_problem()
-    if problem:
-        result["error"] = f"runtime unavailable: {problem}"
-        return result
-    importlib.import_module(RUNTIME_MODULES[args.runtime])
-    if args.runtime == "torch":
-        _import_model_class(args.model[0])
-    result["runtime_version"] = runtime_version(args.runtime)
-    data = dict(np.load(args.inputs)) if args.inputs else {}
-    gc.collect()
-    # the import baseline: VmHWM with the runtime imported and the inputs read, no model yet;
-    # growth over it is what the model costs, whatever the runtime's import weighs on this device
-    baseline = peak_rss_mb()
-    result["rss_baseline_mb"] = baseline
-    t0 = time.perf_counter()
-    try:
-        model = Model(args.model, args.runtime, args.threads)
-    except Exception as err:  # ModelLoadError and friends: a row that says why
-        result["error"] = f"load failed: {str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__}"
-        return result
-    result["load_ms"] = (time.perf_counter() - t0) * 1000.0
-    result["rss_after_load_mb"] = peak_rss_mb()
-    result["buckets"] = model.buckets
-    result["latency"] = [measure_latency(model, data, b, s, args) for s in args.seq_len for b in args.batch] if data else []
-    if data and args.real_lengths and "lengths" in data:
-        result["latency"].append(measure_real_lengths(model, data, args))
-    if data and args.accuracy:
-        result["preds_real"] = predict(model, data, None)
-        # a fixed width a bucketed file cannot run (over its largest bucket) is left out, not faked
-        result["preds_fixed"] = {str(f): predict(model, data, f) for f in args.accuracy_seq_len if not model.buckets or f <= max(model.buckets)}
-    result["rss_peak_mb"] = peak_rss_mb()
-    result["rss_current_mb"] = current_rss_mb()
-    result["rss_growth_mb"] = result["rss_peak_mb"] - baseline
-    result["ok"] = True
-    return result
 
 
 def _import_model_class(model_dir: str) -> None:
@@ -332,30 +80,7 @@ def _torch_problem() -> str:
     return ""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stamp", action="store_true", help="print this machine's stamp and exit")
-    p.add_argument("--model", action="append", default=[], help="model file (repeat for bucket files); torch: HF model dir")
-    p.add_argument("--runtime", default="onnxruntime", choices=sorted(RUNTIME_MODULES))
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--inputs", default=None, help="npz: input_ids, attention_mask, token_type_ids [N, L], lengths [N]")
-    p.add_argument("--batch", type=int, action="append", help="batch sizes to time (repeatable; default 1)")
-    p.add_argument("--seq-len", type=int, action="append", help="sequence lengths to time (repeatable; default 128)")
-    p.add_argument("--runs", type=int, default=50, help="at least this many timed runs")
-    p.add_argument("--min-secs", type=float, default=1.0, help="and at least this long")
-    p.add_argument("--max-secs", type=float, default=150.0, help="but never longer")
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--warmup-min-secs", type=float, default=0.5)
-    p.add_argument("--real-lengths", action="store_true", help="also time batch 1 over the eval rows at their real lengths")
-    p.add_argument("--accuracy", action="store_true", help="also predict every eval row (real lengths and fixed)")
-    p.add_argument("--accuracy-seq-len", type=int, action="append", help="fixed widths for accuracy (default 128)")
-    args = p.parse_args(argv)
-    args.batch = args.batch or [1]
-    args.seq_len = args.seq_len or [128]
-    args.accuracy_seq_len = args.accuracy_seq_len or [128]
-    if not args.stamp and not args.model:
-        p.error("--model is required")
-    return args
+TORCH = ExtraRuntime(problem=_torch_problem, prepare=_import_model_class, open=_open_torch)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -363,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stamp:
         print(json.dumps(platform_stamp()))
         return 0
-    result = measure(args)
+    result = measure(args, extra={"torch": TORCH}, stamp=platform_stamp)
     print(json.dumps(result))
     return 0 if result["ok"] else 3
 

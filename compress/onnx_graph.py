@@ -26,13 +26,10 @@ def preoptimize(src: Path, dst: Path) -> Path:
     redundant-node removal), with stale `value_info` dropped so the quantizer re-infers shapes.
     Only standard ONNX ops come out, so the result still runs on any runtime."""
     import onnx
-    import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    opts.optimized_model_filepath = str(dst)
-    opts.intra_op_num_threads = 1
-    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    from edge_runtime.models import ort_session
+
+    ort_session(str(src), 1, "basic", save_to=str(dst))
     model = onnx.load(str(dst))
     del model.graph.value_info[:]
     onnx.save(model, str(dst))
@@ -143,14 +140,8 @@ def matmul_report(model_or_path: Any) -> MatMulReport:
     return MatMulReport(w_total, w_int8, tuple(float_nodes), a_total, a_int8, dict(ops))
 
 
-def weight_matmul_names(model_or_path: Any) -> list[str]:
-    """Names of float MatMuls with a constant weight, in graph order: the candidates for int8
-    and for keeping float in the accuracy fallback."""
-    return list(matmul_report(model_or_path).float_weight_nodes)
-
-
 def initializer_bytes(model_or_path: Any) -> dict[str, int]:
-    """Bytes of initializer data by element type name (shows where a file's size goes)."""
+    """Bytes of initializer data by element type name (shows where a file's size goes; a shared weight counts once)."""
     import onnx
 
     model = onnx.load(str(model_or_path)) if isinstance(model_or_path, (str, Path)) else model_or_path

@@ -1,1 +1,1 @@
-"""On-device test suite and the numpy-only runtime adapters it shares with the host tools."""
+"""The on-device test suite: checks a bundle where it runs, with numpy, pytest and one runtime (through edge_runtime)."""

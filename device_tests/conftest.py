@@ -1,6 +1,7 @@
 """On-device test suite setup: `pytest device_tests --bundle DIR` (or ALBERT_EDGE_BUNDLE=DIR).
 
-Needs only numpy, pytest and one runtime on the device; edge_runtime.py sits beside this file.
+Needs only numpy, pytest and one runtime on the device; the edge_runtime package sits beside
+this directory (in the repository and in what run_device_tests pushes).
 Reads what export/bundle.py writes: metadata.json (`variants` with file, sha256, size_bytes,
 seq_len, precision and `golden` tolerance; `buckets`; `tokenizer.files`; `golden.file`) and
 golden.json (`rows` of text/input_ids/token_type_ids/label, `expected_logits` per file: the
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]  # `conftest` for test_bundle.py; the edge_runtime package
 
 GOLDEN_FILE = "golden.json"
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import tolerance, variants_of
+
 from edge_runtime import ModelLoadError, open_model, pick_bucket, runtime_available, runtime_for
 
 

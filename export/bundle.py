@@ -109,9 +109,9 @@ def describe_io(path: Path) -> dict[str, Any]:
 
         inits = {i.name for i in m.graph.initializer}
         return {"inputs": [spec(i) for i in m.graph.input if i.name not in inits], "outputs": [spec(o) for o in m.graph.output]}
-    from device_tests.edge_runtime import _tflite_interpreter, runtime_for
+    from edge_runtime import runtime_for, tflite_interpreter
 
-    interp = _tflite_interpreter(str(path), runtime_for(str(path)), 1)
+    interp = tflite_interpreter(str(path), runtime_for(str(path)), 1)
 
     def tspec(d: dict[str, Any]) -> dict[str, Any]:
         out = {"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": [int(x) for x in d["shape"]]}
@@ -147,7 +147,7 @@ def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
     from albert_edge.artifacts import file_hashes, library_versions, sha256_file
     from albert_edge.models import count_parameters
     from albert_edge.stages.common import load_input_model, task_data
-    from device_tests.edge_runtime import ModelLoadError
+    from edge_runtime import ModelLoadError
     from export.parity import check, clip_encoded, file_logits, torch_logits
 
     cfg: BundleConfig = ctx.config

@@ -20,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -35,10 +35,10 @@ import numpy as np
 from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
+from edge_runtime.models import ORT_LEVELS
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
-ORT_LEVELS = ("disabled", "basic", "extended", "all")
 # Levels whose saved graph is portable (ORT_ENABLE_ALL adds hardware-specific layout changes).
 SAVABLE_LEVELS = ("basic", "extended")
 SHARED_WEIGHT_SLACK = 1.10  # initializer bytes may exceed 4 x params by this factor (constants)
@@ -151,21 +151,11 @@ def tidy_graph(model: Any) -> dict[str, int]:
     return {"folded_nodes": folded, "dropped_initializers": len(unused), "dropped_value_info": dropped_vi}
 
 
-def initializer_bytes(path: Path) -> int:
-    """Bytes of weight data in an .onnx file (a shared weight counts once)."""
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    total = 0
-    for t in m.graph.initializer:
-        n = int(np.prod(t.dims)) if t.dims else 1
-        total += n * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    return total
-
-
 def check_shared_weights(path: Path, num_params: int, bytes_per_param: int = 4) -> dict[str, Any]:
     """Fail when the file holds more weight bytes than the model has parameters (unrolled layers)."""
-    got = initializer_bytes(path)
+    from compress.onnx_graph import initializer_bytes
+
+    got = sum(initializer_bytes(path).values())
     limit = SHARED_WEIGHT_SLACK * bytes_per_param * num_params + 64 * 1024
     if got > limit:
         raise ExportError(f"{path.name} holds {got / 1e6:.1f} MB of weights for {num_params / 1e6:.2f} M parameters "
@@ -229,82 +219,48 @@ def _export_onnx(model: Any, path: Path, opset: int, exporter: str, attention: s
     raise ExportError("ONNX export failed: " + " | ".join(errors))
 
 
-def _ort_level(level: str) -> Any:
-    import onnxruntime as ort
-
-    return {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
-
-
 def optimize_onnx(src: Path, dst: Path, level: str) -> Path:
     """Save the graph ONNX Runtime builds at `level` (basic or extended: portable across CPUs)."""
-    import onnxruntime as ort
+    from edge_runtime.models import ort_session
 
     if level not in SAVABLE_LEVELS:
         raise ValueError(f"level {level!r}: save only {', '.join(SAVABLE_LEVELS)} graphs (ORT_ENABLE_ALL is hardware-specific)")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = _ort_level(level)
-    opts.optimized_model_filepath = str(dst)
-    opts.intra_op_num_threads = 1
-    ort.InferenceSession(str(src), opts, providers=["CPUExecutionProvider"])
+    ort_session(str(src), 1, level, save_to=str(dst))
     return Path(dst)
 
 
-def _time_sessions(specs: list[tuple[str, str, str]], seq_len: int, batch: int, runs: int, threads: int) -> dict[str, float]:
-    """Median ms per run for each (label, file, level), interleaved so drift hits all alike."""
-    import onnxruntime as ort
+def time_ort_level(path: Path, level: str, *, seq_len: int, runs: int = 15, threads: int = 1, timeout: float = 300) -> float:
+    """Median ms per batch-1 run of `path` loaded at ORT `level`, measured by edge_runtime.measure
+    in a fresh interpreter so this process's torch threads and memory do not skew it."""
+    import edge_runtime
+    from edge_runtime.measure import synthetic_npz
 
-    rng = np.random.default_rng(0)
-    feeds = {"input_ids": rng.integers(5, 1000, (batch, seq_len), dtype=np.int64),
-             "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
-             "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64)}
-    sessions = {}
-    for label, file, level in specs:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = _ort_level(level)
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        sess = ort.InferenceSession(file, opts, providers=["CPUExecutionProvider"])
-        for _ in range(2):
-            sess.run(None, feeds)
-        sessions[label] = sess
-    times: dict[str, list[float]] = {label: [] for label in sessions}
-    for _ in range(runs):
-        for label, sess in sessions.items():
-            t0 = time.perf_counter()
-            sess.run(None, feeds)
-            times[label].append(1000 * (time.perf_counter() - t0))
-    return {label: round(statistics.median(v), 4) for label, v in times.items()}
-
-
-def time_in_subprocess(specs: list[tuple[str, str, str]], *, seq_len: int, batch: int = 1, runs: int = 15, threads: int = 1,
-                       timeout: float = 300) -> dict[str, float]:
-    """Run `_time_sessions` in a fresh interpreter so this process's torch threads and memory
-    do not skew the numbers."""
-    repo = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS=str(threads))
-    payload = json.dumps({"specs": specs, "seq_len": seq_len, "batch": batch, "runs": runs, "threads": threads})
-    proc = subprocess.run([sys.executable, "-m", "export.onnx", "time", payload], capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"timing subprocess failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    root = str(Path(edge_runtime.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])), OMP_NUM_THREADS=str(threads))
+    with tempfile.TemporaryDirectory(prefix="ort-level-") as tmp:
+        inputs = synthetic_npz(Path(tmp) / "inputs.npz", rows=2, width=seq_len, vocab=1000)
+        argv = [sys.executable, "-m", "edge_runtime.measure", "--model", str(path), "--runtime", "onnxruntime", "--ort-level", level,
+                "--threads", str(threads), "--inputs", str(inputs), "--seq-len", str(seq_len), "--runs", str(runs),
+                "--min-secs", "0", "--warmup", "2", "--warmup-min-secs", "0"]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, check=False)
+    lines = proc.stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines and lines[-1].startswith("{") else {}
+    if not result.get("ok"):
+        why = result.get("error") or (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        raise RuntimeError(f"timing {path.name} at ORT level {level} failed: {why}")
+    return round(float(result["latency"][0]["p50_ms"]), 4)
 
 
 def time_levels(path: Path, opt_path: Path | None, *, seq_len: int, runs: int = 15, threads: int = 1) -> dict[str, Any]:
     """Time the plain graph at every ORT level and, if given, the saved optimised graph (loaded
     with no further optimisation) against the plain one loaded the same way. Information only:
     it decides nothing about which files the artifact keeps."""
-    plain = [(f"plain@{lv}", str(path), lv) for lv in ORT_LEVELS]
-    first = time_in_subprocess(plain, seq_len=seq_len, runs=runs, threads=threads)
-    out: dict[str, Any] = {"level_ms": {lv: first[f"plain@{lv}"] for lv in ORT_LEVELS},
-                           "best_level": min(ORT_LEVELS, key=lambda lv: first[f"plain@{lv}"]),
+    level_ms = {lv: time_ort_level(path, lv, seq_len=seq_len, runs=runs, threads=threads) for lv in ORT_LEVELS}
+    out: dict[str, Any] = {"level_ms": level_ms, "best_level": min(ORT_LEVELS, key=lambda lv: level_ms[lv]),
                            "seq_len": seq_len, "runs": runs, "threads": threads}
     if opt_path is not None:
-        second = time_in_subprocess([("plain@disabled", str(path), "disabled"), ("opt@disabled", str(opt_path), "disabled")],
-                                    seq_len=seq_len, runs=runs, threads=threads)
-        out.update(opt_ms=second["opt@disabled"], plain_ms=second["plain@disabled"],
-                   opt_gain=round(1.0 - second["opt@disabled"] / second["plain@disabled"], 4))
+        opt_ms, plain_ms = time_ort_level(opt_path, "disabled", seq_len=seq_len, runs=runs, threads=threads), level_ms["disabled"]
+        out.update(opt_ms=opt_ms, plain_ms=plain_ms, opt_gain=round(1.0 - opt_ms / plain_ms, 4))
     return out
 
 
@@ -402,16 +358,3 @@ def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
             "exporter": used["exporter"], "export_seconds": used["seconds"], "params": params, **weights,
             "ort_best_level": timing.get("best_level"), "optimized_level": level or "none"}
 
-
-def _main(argv: list[str]) -> int:
-    if len(argv) == 2 and argv[0] == "time":
-        args = json.loads(argv[1])
-        specs = [tuple(s) for s in args["specs"]]
-        print(json.dumps(_time_sessions(specs, args["seq_len"], args["batch"], args["runs"], args["threads"])))
-        return 0
-    print("usage: python -m export.onnx time '<json>'", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -5,7 +5,7 @@ and compared with the PyTorch model before a stage may call it done (Optimum-sty
 fp32 files must match the reference within `atol` on every logit with identical argmax;
 reduced-precision files (fp16, int8-*) must agree on argmax for at least the budget's
 `min_agreement` of the rows. Files are always run through
-`device_tests.edge_runtime`, the same code the devices and benchmarks use.
+`edge_runtime`, the same code the devices and benchmarks use.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def file_logits(
     would do with fixed-shape files (default: the buckets a bucketed file declares). Without buckets a fixed-shape file gets every example
     padded to its sequence length, and a dynamic file gets length-sorted batches.
     """
-    from device_tests.edge_runtime import open_model, pick_bucket
+    from edge_runtime import open_model, pick_bucket
 
     model = open_model(str(path), runtime=runtime, threads=threads)
     buckets = buckets or getattr(model, "buckets", ())  # bucketed .tflite files declare theirs

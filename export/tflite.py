@@ -38,7 +38,7 @@ from albert_edge.contract import StageContext, StageError
 from albert_edge.data import Encoded
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
-from device_tests.edge_runtime import SIGNATURE_PREFIX
+from edge_runtime import SIGNATURE_PREFIX
 from export.tflite_compact import compact_tflite, unique_names_copy
 
 Precision = Literal["fp32", "fp16", "int8-dynamic", "int8-static"]
@@ -128,7 +128,7 @@ def calibration_feeds(enc: Encoded, seq_lens: Sequence[int], pad_id: int = 0) ->
     """{signature: [int32 feeds]} for static calibration: each row padded to its own bucket, as at
     run time; a bucket no row falls in is calibrated on every row padded/truncated to it."""
     from albert_edge.data import pad_batch
-    from device_tests.edge_runtime import pick_bucket
+    from edge_runtime import pick_bucket
 
     out = {}
     for seq in sorted(seq_lens):
@@ -270,7 +270,7 @@ def _file_name(precision: str) -> str:
 def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
     from albert_edge.stages.common import load_input_model, task_data
-    from device_tests.edge_runtime import ModelLoadError
+    from edge_runtime import ModelLoadError
     from export.parity import check, clip_encoded, file_logits, require_parity, split_accuracies, torch_logits
 
     cfg: ExportTFLiteConfig = ctx.config

@@ -40,7 +40,7 @@ def test_bundle_layout_and_hashes(bundle_dir):
 
 
 def test_golden_vectors_reproduce_on_the_bundled_files(bundle_dir):
-    from device_tests.edge_runtime import open_model
+    from edge_runtime import open_model
 
     meta = json.loads((bundle_dir / "metadata.json").read_text())
     golden = json.loads((bundle_dir / "golden.json").read_text())

@@ -106,7 +106,7 @@ def test_both_exporters_match_torch_and_expose_weights(tmp_path, exporter):
     mask[3, 15:] = 0
     with torch.no_grad():
         ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.zeros_like(torch.tensor(ids))).logits.numpy()
-    from device_tests.edge_runtime import open_model
+    from edge_runtime import open_model
 
     got = open_model(str(path), threads=1)(ids, mask)
     assert check(exporter, ref, got, ref.argmax(-1), precision="fp32").ok
@@ -174,7 +174,7 @@ def test_albert_base_shared_layer_stays_shared(tmp_path):
 def test_attention_implementation_is_chosen_for_the_trace_and_restored(tmp_path):
     import torch
 
-    from device_tests.edge_runtime import open_model
+    from edge_runtime import open_model
     from export.onnx import export_onnx
     from export.parity import check
 

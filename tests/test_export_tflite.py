@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert.interpreter")
 
-import device_tests.edge_runtime as er  # noqa: E402
+import edge_runtime.models as er  # noqa: E402
 from tests.conftest import TINY_YAML, run_yaml, write_yaml  # noqa: E402
 
 BUCKETS = (32, 64)

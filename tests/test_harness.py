@@ -62,7 +62,7 @@ def _eval_npz(bundle: Path, tmp: Path, teacher) -> Path:
 
 def _host_accuracy(path: Path, npz: Path) -> float:
     """Accuracy computed here, in-process, at real lengths: what the child must report."""
-    from device_tests.edge_runtime import open_model
+    from edge_runtime import open_model
 
     data = np.load(npz)
     m = open_model(str(path), threads=1)

@@ -191,10 +191,10 @@ def test_onnx_file_set_does_not_depend_on_a_timing(tmp_path, tiny_cache, tiny_te
     y = write_yaml(tmp_path / "p.yaml", TINY_YAML + EXPORT)
     file_sets = []
     for opt_ms in (1.0, 100.0):
-        def fake(specs, *, opt_ms=opt_ms, **_kw):
-            return {label: (opt_ms if label.startswith("opt") else 10.0) for label, _f, _lv in specs}
+        def fake(path, level, *, opt_ms=opt_ms, **_kw):
+            return opt_ms if path.name == "model.opt.onnx" else 10.0
 
-        monkeypatch.setattr(ex, "time_in_subprocess", fake)
+        monkeypatch.setattr(ex, "time_ort_level", fake)
         res = run_yaml(y, "tiny-export", tiny_cache, from_step="export")
         assert res.exit_code == 0, res.error
         art = res.steps[-1].artifact

@@ -4,11 +4,10 @@ texts (so the verdict is the same on any CPU), and measure.py's stamp on a devic
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
-from benchmarks.devices.base import PAYLOAD_FILES
+from benchmarks.devices.base import copy_payload
 from benchmarks.hoststamp import cpu_features, cpu_model, host_stamp
 
 EPYC_AVX2 = """processor\t: 0
@@ -56,8 +55,7 @@ def test_host_stamp_has_every_field():
 
 def test_measure_on_a_device_layout_imports_neither_torch_nor_the_project(tmp_path):
     """The payload alone, with the project made unimportable: what a board with numpy has."""
-    for f in PAYLOAD_FILES:
-        shutil.copy2(f, tmp_path / f.name)
+    copy_payload(tmp_path)
     code = ("import sys, runpy, json; sys.modules['benchmarks'] = None; sys.modules['albert_edge'] = None; "
             f"sys.argv = ['measure.py', '--stamp']; sys.path.insert(0, {str(tmp_path)!r}); "
             f"runpy.run_path({str(tmp_path / 'measure.py')!r}, run_name='__main__')")

@@ -7,7 +7,7 @@ import pytest
 
 from albert_edge.contract import StageError
 from albert_edge.data import Encoded
-from device_tests.edge_runtime import ModelLoadError, open_model, pick_bucket
+from edge_runtime import ModelLoadError, open_model, pick_bucket
 from export.parity import check, clip_encoded, file_logits, require_parity
 
 

@@ -193,7 +193,7 @@ def test_unstructured_prune_stage_reaches_sparsity_and_gzips_smaller(tiny_teache
 def test_sliced_model_exports_to_onnx_and_matches(tmp_path):
     """Sliced layers with per-layer head counts export with the project's ONNX writer and run."""
     pytest.importorskip("onnxruntime")
-    from device_tests.edge_runtime import open_model
+    from edge_runtime import open_model
     from export.onnx import export_onnx
 
     model = _model(groups=2)

@@ -5,6 +5,7 @@ ARM kernels. Skips (with the command to run) when the device is not built; CI bu
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -59,7 +60,7 @@ def test_child_processes_of_the_emulated_python_are_emulated_too(dev):
 def test_exported_onnx_gives_the_hosts_answers_on_arm(dev, tmp_path, tiny_teacher):
     """The tiny teacher exported by export_onnx; logits on aarch64 onnxruntime vs the host's."""
     from albert_edge.models import load_model
-    from device_tests.edge_runtime import open_model
+    from edge_runtime import open_model
     from export.onnx import export_onnx
 
     model = load_model(tiny_teacher.model_dir)[0]
@@ -72,7 +73,7 @@ def test_exported_onnx_gives_the_hosts_answers_on_arm(dev, tmp_path, tiny_teache
     mask[2:, 16:] = 0
     np.savez(payload / "inputs.npz", ids=ids, mask=mask)
     host = open_model(str(payload / "m.onnx"))(ids, mask)
-    (payload / "edge_runtime.py").write_bytes((REPO_ROOT / "device_tests" / "edge_runtime.py").read_bytes())
+    shutil.copytree(REPO_ROOT / "edge_runtime", payload / "edge_runtime", ignore=shutil.ignore_patterns("__pycache__"))
     (payload / "job.py").write_text(
         "import sys, platform, numpy as np\nsys.path.insert(0, sys.argv[1])\nimport edge_runtime\n"
         "d = np.load(sys.argv[1] + '/inputs.npz')\nm = edge_runtime.open_model(sys.argv[1] + '/m.onnx', threads=1)\n"

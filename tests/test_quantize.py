@@ -16,7 +16,7 @@ from albert_edge.schema import ConfigError, build
 from compress.onnx_graph import initializer_bytes, matmul_report, preoptimize
 from compress.onnx_int8 import QuantSpec, Sensitivity, keep_float_search, quantize_onnx
 from compress.quantize import QuantizeConfig
-from device_tests.edge_runtime import open_model
+from edge_runtime import open_model
 from tests.conftest import run_yaml, write_yaml
 
 torch.set_num_threads(1)

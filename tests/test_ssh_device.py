@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks.devices.base import DeviceError, get_device
-from benchmarks.devices.ssh import SshDevice, run_device_tests
+from benchmarks.devices.ssh import SshDevice
+from benchmarks.devices.suite import run_device_tests
 
 REPO = Path(__file__).resolve().parents[1]
 SSHD_SCRIPT = REPO / ".ci" / "sshd.sh"

@@ -1,7 +1,7 @@
 """The one Device interface the benchmark harness talks to, and the parser of `--device` specs.
 
 A device is somewhere a model file runs: this machine, an ssh host, an emulated arm64 sysroot,
-or an Android phone. The harness pushes a directory (measure.py, edge_runtime.py, model files,
+or an Android phone. The harness pushes a directory (measure.py, the edge_runtime package, model files,
 inputs), runs one child process per (model file, runtime) there, and reads one JSON line back.
 Devices that have no Python (adb phones) set `python = False` and are driven through `run`.
 
@@ -12,14 +12,17 @@ Implementations: local.py, adb.py (this package), ssh.py and qemu.py. Each modul
 from __future__ import annotations
 
 import importlib
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-# Files a Python device needs to run measurements: measure.py imports only these two + numpy.
+# What a Python device needs to run measurements: measure.py imports only hoststamp.py, the
+# edge_runtime package (a directory) and numpy.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PAYLOAD_FILES = (REPO_ROOT / "benchmarks" / "measure.py", REPO_ROOT / "benchmarks" / "hoststamp.py", REPO_ROOT / "device_tests" / "edge_runtime.py")
+RUNTIME_PACKAGE = REPO_ROOT / "edge_runtime"
+PAYLOAD_FILES = (REPO_ROOT / "benchmarks" / "measure.py", REPO_ROOT / "benchmarks" / "hoststamp.py", RUNTIME_PACKAGE)
 # Keys every stamp has (values may be None where a device cannot tell).
 STAMP_KEYS = ("device", "arch", "cpu_model", "cores", "os", "emulated")
 
@@ -139,6 +142,15 @@ def run_command(argv: list[str], timeout: float, env: dict[str, str] | None = No
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"
     return proc.returncode, proc.stdout, proc.stderr
+
+
+def copy_payload(dest: Path) -> None:
+    """Lay PAYLOAD_FILES into `dest` as a device runs them: files and the package side by side."""
+    for f in PAYLOAD_FILES:
+        if f.is_dir():
+            shutil.copytree(f, dest / f.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+        else:
+            shutil.copy2(f, dest / f.name)
 
 
 def full_stamp(device: Device, measured: dict[str, Any] | None = None) -> dict[str, Any]:

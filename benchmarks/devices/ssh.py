@@ -32,7 +32,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import subprocess
 import tarfile
 import tempfile
@@ -40,8 +39,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.devices.base import REPO_ROOT, Device, DeviceError, DeviceSpec, links_outside
-from benchmarks.devices.scratch import host_tag, owner_alive, owner_tag, scratch_dir
+from benchmarks.devices.base import REPO_ROOT, DeviceError, DeviceSpec, links_outside
+from benchmarks.devices.scratch import host_tag, owner_alive, owner_tag
 
 SSH_DROPPED = 255  # ssh's own exit code for connection errors
 WORKDIR_PREFIX = "albert-edge."  # + mktemp's 6 characters
@@ -57,29 +56,6 @@ STAMP_CODE = (REPO_ROOT / "benchmarks" / "hoststamp.py").read_text() + (
     "_stamp['emulated'] = bool(os.environ.get('ALBERT_EDGE_EMULATED')) or 'emulated' in (_stamp.get('cpu_model') or '')\n"
     "print(json.dumps(_stamp))\n"
 )
-# A pytest plugin shipped with device_tests: results come back as JSON written on the device.
-JSON_REPORT_PLUGIN = '''"""Write one JSON file of test outcomes (shipped by benchmarks/devices/ssh.py)."""
-import json, os, platform
-
-_results = []
-
-
-def pytest_runtest_logreport(report):
-    if report.when == "call" or report.outcome != "passed":
-        msg = str(report.longrepr)[-2000:] if report.longrepr else ""
-        outcome = "error" if report.failed and report.when != "call" else report.outcome
-        _results.append({"test": report.nodeid, "when": report.when, "outcome": outcome, "seconds": round(report.duration, 3), "message": msg})
-
-
-def pytest_sessionfinish(session, exitstatus):
-    path = os.environ.get("ALBERT_EDGE_TEST_JSON")
-    if path:
-        counts = {}
-        for r in _results:
-            counts[r["outcome"]] = counts.get(r["outcome"], 0) + 1
-        with open(path, "w") as fh:
-            json.dump({"exit_status": int(exitstatus), "arch": platform.machine(), "counts": counts, "tests": _results}, fh, indent=1)
-'''
 
 
 def _env_flag(name: str) -> bool:
@@ -324,43 +300,6 @@ def open_device(spec: DeviceSpec, **options: Any) -> SshDevice:
     return SshDevice(spec, **{k: v for k, v in options.items() if k in known})
 
 
-def run_device_tests(
-    device: Device, bundle: Path, out_dir: Path, timeout: float = 1800.0, pytest_args: tuple[str, ...] = (), suite_dir: Path = REPO_ROOT / "device_tests"
-) -> dict[str, Any]:
-    """Push `bundle` and the device_tests suite, run `python -m pytest device_tests --bundle DIR`
-    on the device, pull its JSON report to out_dir/device-tests.json and return it (+ stamp).
-    Works on any Python device (ssh, qemu-aarch64, local)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with scratch_dir("suite") as tmp:
-        payload = tmp / "suite"
-        shutil.copytree(suite_dir, payload / "device_tests", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
-        (payload / "albert_edge_json_report.py").write_text(JSON_REPORT_PLUGIN)
-        remote_suite = device.push(payload)
-    bundle = Path(bundle)
-    if not (bundle / "metadata.json").is_file() and (bundle / "bundle" / "metadata.json").is_file():
-        bundle = bundle / "bundle"  # a bundle artifact directory: the files sit in bundle/
-    remote_bundle = device.push(bundle)
-    report = f"{remote_suite}/device-tests.json"
-    code = (
-        "import os, sys; sys.path.insert(0, sys.argv[1]); os.environ['ALBERT_EDGE_TEST_JSON'] = sys.argv[2]; os.chdir(sys.argv[1]); "
-        "import pytest; sys.exit(pytest.main(sys.argv[3:]))"
-    )
-    rc, out, err = device.run_python(
-        ["-c", code, remote_suite, report, "device_tests", "--bundle", remote_bundle, "-q", "-p", "no:cacheprovider", "-p", "albert_edge_json_report", *pytest_args],
-        timeout,
-    )
-    local = out_dir / "device-tests.json"
-    try:
-        device.pull(report, local)
-    except DeviceError as e:
-        raise DeviceError(f"{device.name}: device_tests wrote no report (pytest exit {rc}): {_last_line(err or out)}") from e
-    result = json.loads(local.read_text())
-    result.update({"returncode": rc, "stamp": device.stamp(), "output_tail": (out + err)[-4000:]})
-    local.write_text(json.dumps(result, indent=1))
-    return result
-
-
 def is_own_workdir(path: str) -> bool:
     """A path this module's mktemp can have made: absolute, `.../albert-edge.XXXXXX`, no `..`."""
     return bool(_WORKDIR.match(path)) and ".." not in path.split("/")
@@ -406,4 +345,4 @@ def _hint(err: str) -> str:
     return ""
 
 
-__all__ = ["SshDevice", "open_device", "run_device_tests"]
+__all__ = ["SshDevice", "open_device"]

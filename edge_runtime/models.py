@@ -1,13 +1,14 @@
-"""Run exported model files with only numpy and one runtime installed.
+"""Open exported model files (.onnx, .tflite) with only numpy and one runtime installed.
 
-This single module is shipped to devices (ssh, qemu) as it is, so it must import nothing from
-albert-edge and nothing beyond numpy and the runtime. The host uses the same code for parity
-checks and benchmarks, so the device runs exactly what was validated.
+Shipped to devices with the rest of this package, so it imports nothing from albert-edge and
+nothing beyond numpy and the runtime. The host runs the same code for parity checks, bundles and
+benchmarks, so a device runs exactly what was validated.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as md
 import os
 import re
 from collections.abc import Callable
@@ -17,11 +18,18 @@ from typing import Any
 import numpy as np
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+# runtime name -> the module that provides it, and the distribution that installs it
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
+                   "tf.lite": "tensorflow", "torch": "torch"}
+RUNTIME_DISTS = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tf.lite": "tensorflow",
+                 "torch": "torch"}
 # Interpreters in order of preference for .tflite files.
 TFLITE_RUNTIMES = ("litert", "tflite-runtime", "tf.lite")
 # A .tflite file exported with sequence-length buckets holds one fixed-shape signature per
 # bucket, named SIGNATURE_PREFIX + str(seq_len) ("seq_32", "seq_64", ...), sharing one weight set.
 SIGNATURE_PREFIX = "seq_"
+# ONNX Runtime graph optimisation levels, least to most.
+ORT_LEVELS = ("disabled", "basic", "extended", "all")
 # tflite-runtime never published a wheel built against numpy 2: up to this version it needs numpy < 2.
 _TFLITE_RUNTIME_LAST_NUMPY1 = (2, 14)
 
@@ -32,7 +40,7 @@ class ModelLoadError(RuntimeError):
 
 def runtime_available(runtime: str) -> str:
     """'' if the runtime imports here, else a plain-words reason."""
-    module = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter", "tf.lite": "tensorflow", "torch": "torch"}.get(runtime)
+    module = RUNTIME_MODULES.get(runtime)
     if module is None:
         return f"unknown runtime {runtime!r}"
     try:
@@ -71,11 +79,16 @@ def tflite_runtime_numpy_problem(tflite_runtime_version: str | None, numpy_versi
     return ""
 
 
-def available_runtimes() -> list[str]:
-    return [r for r in ("onnxruntime", *TFLITE_RUNTIMES) if not runtime_available(r)]
+def runtime_version(runtime: str) -> str | None:
+    """The installed version of the runtime's distribution, None if it is not installed."""
+    try:
+        return md.version(RUNTIME_DISTS[runtime])
+    except (md.PackageNotFoundError, KeyError):
+        return None
 
 
 def runtime_for(path: str, runtime: str | None = None) -> str:
+    """The runtime asked for, else the one for the file's format (the first usable TFLite interpreter)."""
     if runtime:
         return runtime
     if path.endswith(".onnx"):
@@ -93,15 +106,6 @@ def runtime_for(path: str, runtime: str | None = None) -> str:
 
 def _no_tflite_interpreter(reasons: list[str]) -> ModelLoadError:
     return ModelLoadError("no TFLite interpreter here: pip install ai-edge-litert (or tflite-runtime). " + "; ".join(reasons))
-
-
-def tflite_runtimes_here() -> list[str]:
-    """Usable TFLite interpreters in order of preference; ModelLoadError (with every reason) if none."""
-    reasons = [runtime_available(r) for r in TFLITE_RUNTIMES]
-    usable = [r for r, why in zip(TFLITE_RUNTIMES, reasons) if not why]
-    if not usable:
-        raise _no_tflite_interpreter(reasons)
-    return usable
 
 
 def pick_bucket(length: int, buckets: list[int] | tuple[int, ...]) -> int:
@@ -163,14 +167,27 @@ def _check_file(path: str) -> None:
         raise ModelLoadError(f"{path}: file is empty or truncated ({os.path.getsize(path)} bytes)")
 
 
-def _open_onnx(path: str, threads: int) -> EdgeModel:
+def ort_session(path: str, threads: int, level: str | None = None, save_to: str | None = None) -> Any:
+    """An ONNX Runtime CPU session: `threads` intra-op threads, one inter-op thread, graph
+    optimisation `level` (ORT_LEVELS; None: ORT's default) and, with `save_to`, the optimised
+    graph written there. Errors pass through as ONNX Runtime raises them."""
     import onnxruntime as ort
 
+    levels = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if level is not None:
+        opts.graph_optimization_level = levels[level]
+    if save_to is not None:
+        opts.optimized_model_filepath = str(save_to)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _open_onnx(path: str, threads: int, level: str | None = None) -> EdgeModel:
     try:
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        sess = ort_session(path, threads, level)
     except Exception as err:
         raise ModelLoadError(f"{path}: {_plain_reason('onnxruntime', _first_line(err))}") from None
     names = [i.name for i in sess.get_inputs()]
@@ -185,7 +202,8 @@ def _open_onnx(path: str, threads: int) -> EdgeModel:
     return EdgeModel(path, "onnxruntime", fixed_seq, fixed_batch, run)
 
 
-def _tflite_interpreter(path: str, runtime: str, threads: int) -> Any:
+def tflite_interpreter(path: str, runtime: str, threads: int) -> Any:
+    """An allocated TFLite Interpreter of `runtime`; ModelLoadError in plain words if it refuses the file."""
     if runtime == "litert":
         from ai_edge_litert.interpreter import Interpreter
     elif runtime == "tflite-runtime":
@@ -256,7 +274,7 @@ def _open_tflite_buckets(path: str, runtime: str, interp: Any, buckets: dict[int
 
 
 def _open_tflite(path: str, runtime: str, threads: int) -> EdgeModel:
-    interp = _tflite_interpreter(path, runtime, threads)
+    interp = tflite_interpreter(path, runtime, threads)
     buckets = tflite_buckets(interp)
     if buckets:
         return _open_tflite_buckets(path, runtime, interp, buckets)
@@ -276,8 +294,9 @@ def _open_tflite(path: str, runtime: str, threads: int) -> EdgeModel:
     return EdgeModel(path, runtime, fixed_seq, fixed_batch, run)
 
 
-def open_model(path: str, runtime: str | None = None, threads: int = 2) -> EdgeModel:
-    """Load a .onnx or .tflite file with the given (or best available) runtime."""
+def open_model(path: str, runtime: str | None = None, threads: int = 2, ort_level: str | None = None) -> EdgeModel:
+    """Load a .onnx or .tflite file with the given (or best available) runtime; `ort_level` sets
+    ONNX Runtime's graph optimisation level (None: its default)."""
     _check_file(path)
     if runtime is None and path.endswith(".tflite"):
         return _open_tflite_any(path, threads)
@@ -286,7 +305,7 @@ def open_model(path: str, runtime: str | None = None, threads: int = 2) -> EdgeM
     if problem:
         raise ModelLoadError(problem)
     if rt == "onnxruntime":
-        return _open_onnx(path, threads)
+        return _open_onnx(path, threads, ort_level)
     return _open_tflite(path, rt, threads)
 
 
