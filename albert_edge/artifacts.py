@@ -20,7 +20,6 @@ import platform
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,12 +247,3 @@ class ArtifactStore:
                 removed.append(d)
         return removed
 
-    def all(self) -> Iterator[Artifact]:
-        for d in sorted(self.root.iterdir()):
-            m = d / MANIFEST
-            if d.is_dir() and m.is_file():
-                try:
-                    manifest = json.loads(m.read_text())
-                except json.JSONDecodeError:
-                    continue
-                yield Artifact(manifest.get("key", ""), d, manifest)

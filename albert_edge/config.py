@@ -452,6 +452,9 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
             if not isinstance(ref, str) or ref not in seen or ref == step_id:
                 raise ConfigError(f"{spath}.{stage_name}.inputs.{role}", f"{short_repr(ref)} is not an earlier step")
         cfg = build(spec.config_cls, params, f"{spath}.{stage_name}")
+        inherit_threads = getattr(cfg, "inherit_threads", None)
+        if "threads" not in params and callable(inherit_threads):  # a stage's own thread counts default to the pipeline's
+            cfg = inherit_threads(threads)
         facts = base_facts
         if "model" in spec.inputs:
             facts = facts_by_step.get(inputs["model"], base_facts) if "model" in inputs else latest_facts

@@ -1,4 +1,4 @@
-"""Where things live: the repo, the CEO's read-only shared data, the artifact cache."""
+"""Where things live: the repo, the read-only shared data (datasets, vocabulary), the artifact cache."""
 
 from __future__ import annotations
 

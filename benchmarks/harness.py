@@ -10,18 +10,18 @@ flagged `noisy`; an int8 file slower than its fp32 twin on the same device is fl
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import re
 import shutil
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from albert_edge.artifacts import sha256_file
 from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
@@ -42,7 +42,7 @@ class BenchConfig:
     """Where and how to measure every model file of a bundle."""
 
     devices: tuple[str, ...] = ("local",)
-    threads: tuple[int, ...] = (2,)
+    threads: tuple[int, ...] = (2,)  # in a pipeline, a step that sets none takes the pipeline's `threads`
     runs: int = 50  # at least this many timed runs after warm-up (benchmark_model: --num_runs)
     min_secs: float = 1.0  # and at least this long (benchmark_model: --min_secs)
     max_secs: float = 150.0
@@ -58,6 +58,10 @@ class BenchConfig:
     cv_threshold: float = 0.15
     benchmark_model: str | None = None  # adb: path of benchmark_model on the host or device
     timeout_s: float = 900.0  # per child (one file x runtime x threads); `bench --timeout` sets it
+
+    def inherit_threads(self, threads: int) -> BenchConfig:
+        """This config measuring at the pipeline's thread count (the step set none of its own)."""
+        return replace(self, threads=(threads,))
 
     def check(self) -> None:
         require(len(self.devices) > 0, "devices", "no device to run on", "use [local]")
@@ -299,7 +303,7 @@ def _stage_dir(targets: list[Target], inputs: Path, work: Path) -> dict[str, str
                     shutil.copy2(f, dest)
             rel[f"{ti}/{fi}"] = str(dest.relative_to(work))
             expected = (t.sha256 or [])[fi] if fi < len(t.sha256 or []) else None
-            if expected and dest.is_file() and (got := _sha256(dest)) != expected:
+            if expected and dest.is_file() and (got := sha256_file(dest)) != expected:
                 t.problem = (f"sha256 mismatch: {f.name} is not the file metadata.json describes "
                              f"(expected {expected[:12]}..., found {got[:12]}...); not measured")
         if t.problem:
@@ -308,14 +312,6 @@ def _stage_dir(targets: list[Target], inputs: Path, work: Path) -> dict[str, str
                 if staged:
                     _remove(work / staged)
     return rel
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _remove(path: Path) -> None:

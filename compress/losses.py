@@ -1,4 +1,4 @@
-"""The one distillation loss (distill, prune recovery and QAT all use it).
+"""The one distillation loss (distill and prune recovery both use it).
 
 total = alpha_ce * CE(student, labels) + alpha_kd * T^2 * KL(teacher_T || student_T)
       + hidden_mse * MSE(project(student hidden), teacher hidden)  [TinyBERT, mapped layers]

@@ -95,7 +95,7 @@ def fp32_onnx_variant(art: Any) -> dict[str, Any]:
     cands = [v for v in art.variants() if v.get("format") == "onnx" and v.get("precision") == "fp32" and not v.get("ort_optimization")]
     if not cands:
         raise StageError(f"the onnx artifact {art.path.name} lists no plain fp32 ONNX variant to quantise")
-    cands.sort(key=lambda v: (v.get("seq_len") is not None, v["file"] != "model.onnx"))
+    cands.sort(key=lambda v: v["file"] != "model.onnx")
     return cands[0]
 
 

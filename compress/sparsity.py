@@ -12,8 +12,6 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-ENCODER_LINEARS = ("query", "key", "value", "attention.dense", "ffn", "ffn_output")
-
 
 def prunable_weights(model: Any, include_embeddings: bool = False) -> dict[str, Any]:
     """Encoder Linear weights (each shared module once); optionally the word-embedding table."""

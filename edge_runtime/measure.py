@@ -93,19 +93,6 @@ def _exact_width(m: Any) -> Runner:
     return call
 
 
-def _exact_width(m: Any) -> Callable[..., np.ndarray]:
-    """Run a bucketed EdgeModel at exactly the width of the arrays given (EdgeModel itself picks
-    the bucket from the real length, which would time a short row at a small bucket)."""
-
-    def call(ids: np.ndarray, mask: np.ndarray, tt: np.ndarray) -> np.ndarray:
-        rows = range(ids.shape[0]) if m.fixed_batch and ids.shape[0] != m.fixed_batch else [None]
-        outs = [m.run({"input_ids": ids[sl], "attention_mask": mask[sl], "token_type_ids": tt[sl]})
-                for sl in ([slice(i, i + 1) for i in rows] if rows != [None] else [slice(None)])]
-        return np.concatenate(outs, axis=0)
-
-    return call
-
-
 def _batch(data: dict[str, np.ndarray], rows: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows of the tokenised eval set padded (pad id 0 / mask 0) or truncated to `width`."""
     out = []

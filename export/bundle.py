@@ -48,10 +48,8 @@ def golden_tolerance(precision: str) -> dict[str, float]:
 
 
 def variant_buckets(v: dict[str, Any]) -> list[int]:
-    """Sequence lengths a fixed-shape variant accepts: its `buckets` (one signature each) or its `seq_len`."""
-    if v.get("buckets"):
-        return sorted(int(b) for b in v["buckets"])
-    return [int(v["seq_len"])] if v.get("seq_len") else []
+    """Sequence lengths a bucketed variant accepts (one signature each); [] for a dynamic-shape file."""
+    return sorted(int(b) for b in v.get("buckets") or [])
 
 
 def _lineage(art: Any, by_key: dict[str, Any]) -> set[str]:

@@ -102,12 +102,6 @@ class ParityResult:
     problems: list[str] = field(default_factory=list)
     table: str = ""
 
-    def metrics(self) -> dict[str, Any]:
-        """JSON-ready numbers (variant fields)."""
-        return {
-            "max_abs_diff": self.max_abs_diff, "agreement": self.agreement, "accuracy": self.accuracy,
-            "reference_accuracy": self.reference_accuracy, "parity_rows": self.rows, "parity_ok": self.ok,
-        }
 
     def summary(self) -> str:
         verdict = "ok" if self.ok else "FAILED: " + "; ".join(self.problems)
