@@ -115,6 +115,18 @@ def get_device(spec: str, **options: Any) -> Device:
     return module.open_device(parsed, **options)
 
 
+def pushable(device: str, local_dir: Path, verb: str = "sending") -> Path:
+    """`local_dir` if a device may take it: a named directory with no link leading out of it;
+    DeviceError (naming the device) otherwise."""
+    local_dir = Path(local_dir)
+    if not local_dir.is_dir() or local_dir.name in ("", ".", ".."):
+        raise DeviceError(f"{device}: {local_dir} is not a named directory")
+    outside = links_outside(local_dir)
+    if outside:
+        raise DeviceError(f"{device}: not {verb} {local_dir}: {outside[0]} links outside it (copy the file in instead)")
+    return local_dir
+
+
 def links_outside(local_dir: Path) -> list[Path]:
     """Symlinks under local_dir that point outside it (or nowhere): a pushed directory follows
     links, so these would copy files from elsewhere on this machine onto the device."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.devices.base import DeviceError, DeviceSpec, links_outside, run_command
+from benchmarks.devices.base import DeviceError, DeviceSpec, pushable, run_command
 from benchmarks.devices.scratch import make_scratch_dir
 
 DEBIAN_SUITE = "bookworm"  # its python3.11 matches the wheels' cp311 tag and this repo's Python
@@ -281,12 +281,7 @@ class QemuDevice:
         }
 
     def push(self, local_dir: Path) -> str:
-        local_dir = Path(local_dir)
-        if not local_dir.is_dir() or local_dir.name in ("", ".", ".."):
-            raise DeviceError(f"qemu-aarch64: {local_dir} is not a named directory")
-        outside = links_outside(local_dir)
-        if outside:
-            raise DeviceError(f"qemu-aarch64: not copying {local_dir}: {outside[0]} links outside it (copy the file in instead)")
+        local_dir = pushable("qemu-aarch64", local_dir, "copying")
         dest = self._work / local_dir.name
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(local_dir, dest, symlinks=False)

@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from benchmarks.devices.base import REPO_ROOT, DeviceError, DeviceSpec, links_outside
+from benchmarks.devices.base import REPO_ROOT, DeviceError, DeviceSpec, pushable
 from benchmarks.devices.scratch import host_tag, owner_alive, owner_tag
 
 SSH_DROPPED = 255  # ssh's own exit code for connection errors
@@ -233,12 +233,7 @@ class SshDevice:
         return dict(self._stamp)
 
     def push(self, local_dir: Path) -> str:
-        local_dir = Path(local_dir)
-        if not local_dir.is_dir() or local_dir.name in ("", ".", ".."):
-            raise DeviceError(f"{self.name}: {local_dir} is not a named directory")
-        outside = links_outside(local_dir)
-        if outside:
-            raise DeviceError(f"{self.name}: not sending {local_dir}: {outside[0]} links outside it (copy the file in instead)")
+        local_dir = pushable(self.name, local_dir, "sending")
         dest = f"{self._ensure_workdir()}/{local_dir.name}"
 
         def send(pipe: IO[bytes]) -> None:
