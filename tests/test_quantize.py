@@ -117,6 +117,7 @@ def test_shared_weight_matmuls_all_int8_once_and_quarter_size(tmp_path):
     assert np.abs(ref - got).max() < 0.1 * np.abs(ref).max() + 1e-3  # int8 close to fp32, not collapsed
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("method", ["minmax", "entropy", "percentile"])
 def test_static_qdq_is_u8_s8_and_covers_every_matmul(method, tmp_path):
     from albert_edge.data import Encoded
@@ -134,9 +135,43 @@ def test_static_qdq_is_u8_s8_and_covers_every_matmul(method, tmp_path):
     inits = {i.name: i for i in m.graph.initializer}
     q_types = {inits[n.input[2]].data_type for n in m.graph.node if n.op_type == "QuantizeLinear" and n.input[2] in inits}
     assert q_types == {onnx.TensorProto.UINT8}  # activations u8 (s8s8 is slower on x86)
+    # Every int8 weight is the fp32 weight rounded to its own step: within half a step.
+    fp32_w = {i.name: onnx.numpy_helper.to_array(i) for i in onnx.load(str(pre)).graph.initializer}
+    checked = set()
+    for node in m.graph.node:
+        q = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if q is None or q.data_type != onnx.TensorProto.INT8 or q.name.removesuffix("_quantized") not in fp32_w:
+            continue
+        step = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+        zero = onnx.numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2 else 0.0
+        deq = (onnx.numpy_helper.to_array(q).astype(np.float64) - zero) * step
+        err = np.abs(deq - fp32_w[q.name.removesuffix("_quantized")]).max()
+        assert err <= 0.5 * step.max() * (1 + 1e-5), (q.name, err, step)
+        checked.add(q.name)
+    assert len(checked) == 1 + 6 + 2  # the shared layer's weights are stored once
     ref = open_model(str(pre), threads=1)(ids, mask, tt)
+    # The file's own arithmetic (Q/DQ rounding run in float, no int8 kernel): CPU-independent,
+    # so it carries the numeric bound.
+    assert np.abs(ref - _qdq_in_float(out, ids, mask, tt)).max() < 0.1 * np.abs(ref).max() + 1e-3
+    # The CPU's int8 kernels need not reproduce that arithmetic: MLAS's AVX2 u8s8 kernel
+    # (vpmaddubsw) saturates pairs of products at int16, which no step size bounds (about 3x the
+    # error of VNNI/SSE here). What holds on every path: the file still tells inputs apart
+    # better than any input-blind file (the row-mean logits) would.
     got = open_model(str(out), threads=1)(ids, mask, tt)
-    assert np.abs(ref - got).max() < 0.1 * np.abs(ref).max() + 1e-3
+    assert np.isfinite(got).all() and np.abs(ref - got).max() < np.abs(ref - ref.mean(0)).max()
+
+
+def _qdq_in_float(path, ids, mask, tt) -> np.ndarray:
+    """Run a QDQ file with graph optimisations off: QuantizeLinear/DequantizeLinear execute as
+    elementwise rounding and the MatMuls in float, so no CPU-specific int8 kernel is involved."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt}
+    return sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})[0]
 
 
 def test_report_counts_float_matmul_of_unquantised_file(tmp_path):
