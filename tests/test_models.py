@@ -49,6 +49,7 @@ def test_bad_sources_explain_themselves():
             models.describe_source(source)
 
 
+@pytest.mark.kernels
 def test_save_and_load_round_trip(tmp_path):
     m, tok, _ = models.load_source("config:tiny")
     models.save_model(m, tok, tmp_path / "m", {"note": "x"})
