@@ -4,7 +4,7 @@
 #   Haswell: AVX2 without AVX-512/VNNI (u8s8 via vpmaddubsw, which saturates at int16)
 #   Nehalem: SSE4.2, no AVX (the pre-AVX2 path)
 # The host's own path (e.g. AVX-512 VNNI) is what the main run took.
-#   scripts/test-cpus.sh [pytest args...]     CPU models: $ALBERT_EDGE_QEMU_CPUS (space-separated)
+#   scripts/test-cpus.sh [test files/ids...]   CPU models: $ALBERT_EDGE_QEMU_CPUS (space-separated)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(uname -m)" != x86_64 ]; then
@@ -15,6 +15,12 @@ command -v qemu-x86_64-static >/dev/null || { echo "test-cpus: qemu-x86_64-stati
 py=.venv/bin/python
 # unsupported system features are dropped so TCG does not warn about them; the ISA stays the model's
 cpus=${ALBERT_EDGE_QEMU_CPUS:-"Haswell-noTSX,-pcid,-invpcid,-x2apic,-tsc-deadline Nehalem"}
+# Collect only the modules that hold kernels tests: others import libraries that refuse some
+# CPU models at import time (jaxlib, under litert-torch, needs AVX: an error on Nehalem).
+if [ $# -eq 0 ]; then
+  # shellcheck disable=SC2046
+  set -- $(grep -l 'pytest.mark.kernels' tests/*.py)
+fi
 status=0
 for cpu in $cpus; do
   start=$(date +%s)
