@@ -120,6 +120,8 @@ def _restore_gemm_names(path: Path, exclude: Sequence[str]) -> None:
     import onnx
 
     wanted = {f"{n}_MatMul": n for n in exclude if not n.endswith("_MatMul")}
+    if not wanted:
+        return
     model = onnx.load(str(path))
     taken = {node.name for node in model.graph.node}
     renamed = False
