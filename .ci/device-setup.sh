@@ -1,12 +1,14 @@
 #!/bin/sh
-# Install what the ssh and qemu-aarch64 devices need and build the emulated arm64 device once.
+# Install what the ssh and qemu-aarch64 devices and the x86-64 CPU-model reruns need, and build
+# the emulated arm64 device once.
 # Idempotent: apt is skipped when the tools are there, the sysroot build when it is cached
 # (~/.cache/albert-edge/qemu-aarch64 or $ALBERT_EDGE_DEVICE_CACHE/qemu-aarch64).
 #   .ci/device-setup.sh [--force]
 set -eu
 cd "$(dirname "$0")/.."
 need=""
-command -v qemu-aarch64-static >/dev/null || need="$need qemu-user-static"
+# qemu-user-static: qemu-aarch64-static (the arm64 device) and qemu-x86_64-static (scripts/test-cpus.sh)
+{ command -v qemu-aarch64-static && command -v qemu-x86_64-static; } >/dev/null || need="$need qemu-user-static"
 command -v mmdebstrap >/dev/null || need="$need mmdebstrap"
 [ -x /usr/sbin/sshd ] || need="$need openssh-server"
 command -v ssh >/dev/null || need="$need openssh-client"

@@ -177,8 +177,8 @@ def read_examples(task: TaskConfig, split: Split) -> Examples:
     """One split. `train` and `validation` are the train file minus / only the held-out rows
     (`validation_split`); `eval` is the eval file, kept for reporting."""
     if split == "eval":
-        return _read_file_split(task, "eval")
-    full = _read_file_split(task, "train")
+        return read_file(task, "eval")
+    full = read_file(task, "train")
     val_idx, train_idx = validation_split(full.texts, task.validation_rows, full.source)
     keep = val_idx if split == "validation" else train_idx
     return Examples(
@@ -206,8 +206,9 @@ def validation_split(texts: list[str], rows: int | None, source: str = "train") 
     return val_idx, train_idx
 
 
-def _read_file_split(task: TaskConfig, split: Literal["train", "eval"]) -> Examples:
-    """Read one file; malformed rows raise DataError (file:line) or are skipped and counted."""
+def read_file(task: TaskConfig, split: Literal["train", "eval"]) -> Examples:
+    """Every row of the train or eval file (the train file before the validation rows are
+    carved out); malformed rows raise DataError (file:line) or are skipped and counted."""
     if task.hf_dataset:
         return _read_hf(task, split)
     path = task.files()[split]

@@ -82,7 +82,7 @@ def cached_artifacts(pipeline: Pipeline, cache_dir: Path, verify: bool = True) -
             inputs = _resolve_inputs(spec, step, pipeline, done)
         except StageFailed as err:
             return done, str(err)
-        art, why = store.get(step.id, cache_key(spec, step, pipeline, inputs), verify=verify)
+        art, why = store.check(step.id, cache_key(spec, step, pipeline, inputs), verify=verify)
         if art is None:
             return done, f"{step.id}: {why}"
         done.append((step, art))

@@ -87,10 +87,16 @@ def quantize_onnx(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
+    if spec.mode == "dynamic":
+        # ORT's dynamic quantizer first rewrites every Gemm `g` into `g_MatMul` + `g_Add`, so a
+        # Gemm (pooler, classifier) named by its graph name would be neither kept float nor probed.
+        exclude = _with_gemm_aliases(exclude)
+        only = _with_gemm_aliases(only) if only is not None else None
     common: dict[str, Any] = dict(op_types_to_quantize=list(OP_TYPES), per_channel=spec.per_channel,
                                   nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) if only is not None else None)
     if spec.mode == "dynamic":
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True}, **common)
+        _restore_gemm_names(dst, exclude)
         return dst
     if (calib is None or len(calib) == 0) and not (cache and cache.is_file()):
         raise ValueError("static int8 needs calibration examples")
@@ -101,6 +107,30 @@ def quantize_onnx(
                     weight_type=QuantType.QInt8, calibrate_method=method, extra_options=extra,
                     calibration_cache_path=str(cache) if cache else None, **common)
     return dst
+
+
+def _with_gemm_aliases(names: Sequence[str]) -> list[str]:
+    """`names` plus the `<name>_MatMul` each Gemm becomes inside ORT's dynamic quantizer."""
+    return [*names, *(f"{n}_MatMul" for n in names if not n.endswith("_MatMul"))]
+
+
+def _restore_gemm_names(path: Path, exclude: Sequence[str]) -> None:
+    """Give a Gemm kept float its graph name back (ORT left it as `<name>_MatMul`), so the
+    file's float MatMuls carry the names the fallback chose and reported."""
+    import onnx
+
+    wanted = {f"{n}_MatMul": n for n in exclude if not n.endswith("_MatMul")}
+    if not wanted:
+        return
+    model = onnx.load(str(path))
+    taken = {node.name for node in model.graph.node}
+    renamed = False
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and node.name in wanted and wanted[node.name] not in taken:
+            node.name = wanted[node.name]
+            renamed = True
+    if renamed:
+        onnx.save(model, str(path))
 
 
 def quantizable_nodes(path: Path, mode: OnnxMode) -> list[str]:

@@ -27,6 +27,24 @@ pipelines:
 """
 
 
+def cpu_isa() -> str:
+    """The int8-relevant ISA features the CPU reports (CPUID, so qemu's CPU model shows)."""
+    import platform
+
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as feats
+    except ImportError:  # numpy < 2
+        from numpy.core._multiarray_umath import __cpu_features__ as feats
+    names = ("SSE41", "AVX", "AVX2", "FMA3", "AVX512F", "AVX512BW", "AVX512VNNI", "AVX512_VNNI", "AVXVNNI", "ASIMD", "ASIMDDP", "I8MM")
+    return f"{platform.machine()} " + (" ".join(n.lower() for n in names if feats.get(n)) or "baseline")
+
+
+def pytest_report_header(config) -> str:
+    """Say which CPU (and int8 kernel path) the run used, qemu's model when emulated."""
+    emulated = os.environ.get("ALBERT_EDGE_QEMU_CPU")
+    return f"cpu isa: {cpu_isa()}" + (f" (qemu-x86_64 -cpu {emulated.split(',')[0]})" if emulated else "")
+
+
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from albert_edge.data import DataError, Encoded, TaskConfig, batch_indices, pad_batch, read_examples
+from albert_edge.data import DataError, Encoded, TaskConfig, batch_indices, pad_batch, read_examples, read_file
 
 
 def task(tmp_path, **kw) -> TaskConfig:
@@ -23,20 +23,20 @@ def test_sst2_default_reads_shared_files():
 def test_tsv_bad_row_names_file_and_line(tmp_path):
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood \t1\nno label here\nbad \t0\n")
     with pytest.raises(DataError, match=r"train\.tsv:3: 1 fields where the header has 2"):
-        read_examples(task(tmp_path), "train")
-    ex = read_examples(task(tmp_path, on_bad_row="skip"), "train")
+        read_file(task(tmp_path), "train")
+    ex = read_file(task(tmp_path, on_bad_row="skip"), "train")
     assert ex.labels == [1, 0] and ex.skipped == 1
 
 
 def test_label_out_of_range(tmp_path):
     (tmp_path / "train.tsv").write_text("sentence\tlabel\ngood \t7\n")
     with pytest.raises(DataError, match=r"train\.tsv:2: label 7 outside 0\.\.1"):
-        read_examples(task(tmp_path), "train")
+        read_file(task(tmp_path), "train")
 
 
 def test_csv_with_pairs(tmp_path):
     (tmp_path / "train.csv").write_text('q,a,y\n"is it, really",yes,1\nno,"not, at all",0\n')
-    ex = read_examples(task(tmp_path, train_file="train.csv", text_column="q", text_pair_column="a", label_column="y"), "train")
+    ex = read_file(task(tmp_path, train_file="train.csv", text_column="q", text_pair_column="a", label_column="y"), "train")
     assert ex.texts == ["is it, really", "no"] and ex.pairs == ["yes", "not, at all"] and ex.labels == [1, 0]
 
 
@@ -45,15 +45,15 @@ def test_jsonl_bad_json(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
     t = task(tmp_path, train_file="train.jsonl", text_column="text")
     with pytest.raises(DataError, match=r"train\.jsonl:2: not valid JSON"):
-        read_examples(t, "train")
+        read_file(t, "train")
     (tmp_path / "train.jsonl").write_text("\n".join([rows[0], rows[2]]) + "\n")
-    assert read_examples(t, "train").labels == [1, 0]
+    assert read_file(t, "train").labels == [1, 0]
 
 
 def test_missing_column_is_named(tmp_path):
     (tmp_path / "train.tsv").write_text("text\tlabel\nhi \t1\n")
     with pytest.raises(DataError, match="no column 'sentence'"):
-        read_examples(task(tmp_path), "train")
+        read_file(task(tmp_path), "train")
 
 
 def test_bucketed_batches_cover_everything_once_and_pad_little():

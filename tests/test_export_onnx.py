@@ -46,9 +46,10 @@ def test_export_stage_round_trip(exported):
     art = step.artifact
     m = art.metrics
     assert m["max_abs_diff"] <= 1e-4 and m["agreement"] == 1.0
-    assert m["exporter"] in ("torchscript", "dynamo") and m["parity_rows"] == 48
-    teacher_acc = exported.steps[0].metrics["accuracy"]
-    assert m["accuracy"] == pytest.approx(teacher_acc, abs=1e-9)  # fp32 file: same predictions on the full eval set
+    teacher = exported.steps[0].metrics
+    assert m["exporter"] in ("torchscript", "dynamo") and m["parity_rows"] == min(48, teacher["val_n"])  # parity on validation rows
+    assert m["accuracy"] == pytest.approx(teacher["accuracy"], abs=1e-9)  # fp32 file: same predictions on the full eval set
+    assert m["val_accuracy"] == pytest.approx(teacher["val_accuracy"], abs=1e-9)
     names = [v["name"] for v in art.variants()]
     assert names[0] == "onnx-fp32"
     for v in art.variants():

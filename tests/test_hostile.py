@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from albert_edge.cli import main
-from albert_edge.data import DataError, TaskConfig, read_examples
+from albert_edge.data import DataError, TaskConfig, read_file
 from benchmarks.devices.base import parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -239,14 +239,14 @@ def _task(tmp_path: Path, name: str, content: bytes, **kw: object) -> TaskConfig
 ])
 def test_encoding_and_field_size_name_file_and_line_and_can_be_skipped(tmp_path: Path, name: str, content: bytes, where: str, words: str) -> None:
     with pytest.raises(DataError) as info:
-        read_examples(_task(tmp_path, name, content), "train")
+        read_file(_task(tmp_path, name, content), "train")
     assert where in str(info.value) and words in str(info.value)
-    ex = read_examples(_task(tmp_path, name, content, on_bad_row="skip"), "train")
+    ex = read_file(_task(tmp_path, name, content, on_bad_row="skip"), "train")
     assert ex.skipped == 1 and len(ex) == 2
 
 
 def test_bom_is_stripped(tmp_path: Path) -> None:
-    ex = read_examples(_task(tmp_path, "bom.tsv", b"\xef\xbb\xbfsentence\tlabel\ngood\t1\n"), "train")
+    ex = read_file(_task(tmp_path, "bom.tsv", b"\xef\xbb\xbfsentence\tlabel\ngood\t1\n"), "train")
     assert ex.texts == ["good"]
 
 

@@ -213,3 +213,25 @@ def test_tflite_files_get_the_same_permissions_as_other_files(tmp_path):
     plain = dst.parent / "plain.json"
     plain.write_text("{}")
     assert stat.S_IMODE(dst.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_show_and_other_readers_never_move_an_artifact(tmp_path):
+    """`show`, compare and the seed spread read the cache: an artifact they cannot verify is
+    reported, and only a run (holding the key's lease) moves it aside."""
+    import json as _json
+
+    from albert_edge.artifacts import ArtifactStore
+    from albert_edge.config import load_pipeline
+    from albert_edge.registry import get_stage
+    from albert_edge.runner import cache_key, cached_artifacts
+    from tests.conftest import TINY_YAML, write_yaml
+
+    pipe = load_pipeline(write_yaml(tmp_path / "p.yaml", TINY_YAML), "tiny")
+    step = pipe.steps[0]
+    key = cache_key(get_stage(step.stage), step, pipe, {"model": None})  # finetune's optional input, absent
+    d = ArtifactStore(tmp_path / "cache" / "artifacts").dir_for(step.id, key)
+    d.mkdir(parents=True)
+    (d / "manifest.json").write_text(_json.dumps({"key": key}))
+    done, why = cached_artifacts(pipe, tmp_path / "cache")
+    assert done == [] and "manifest.sha256" in why
+    assert d.is_dir() and not (tmp_path / "cache" / "artifacts" / "corrupt").exists()

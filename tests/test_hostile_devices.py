@@ -236,7 +236,7 @@ def test_bench_timeout_stops_a_hung_row(board, capsys, monkeypatch, tmp_path):
     rc, out = _bench(capsys, str(bundle), "--device", "ssh://tester@board", "--timeout", "2", "--out", str(tmp_path / "o"), *FAST)
     assert rc == 1, out
     assert "timed out" in out and "--timeout" in out, out
-    assert time.monotonic() - t0 < 60
+    assert time.monotonic() - t0 < 200  # the fake board hangs for 300 s; a loaded 2-core machine needs slack
     assert board.intact() and list(board.tmp.iterdir()) == []
 
 
@@ -252,7 +252,7 @@ def test_stage_timeout_uses_the_same_limit(board, monkeypatch, tmp_path):
     t0 = time.monotonic()
     rows = benchmark(bundle_targets(bundle), bundle / "eval.npz", cfg, {})
     assert len(rows) == 1 and "timed out after 2s" in rows[0]["error"] and "timeout_s" in rows[0]["error"], rows
-    assert time.monotonic() - t0 < 60 and board.intact()
+    assert time.monotonic() - t0 < 200 and board.intact()  # well below the board's 300 s hang
 
 
 def test_stage_config_timeout_is_checked():

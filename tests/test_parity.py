@@ -33,19 +33,19 @@ def test_fp32_flip_is_reported_even_within_atol():
     assert res.table.splitlines()[1].split()[0] == "0"  # row 0 is the one that differs
 
 
-def test_int8_agreement_and_budget():
+def test_int8_agreement():
+    """Parity judges argmax agreement with the fp32 logits; accuracy against the teacher is the
+    budget's verdict (tests/test_budget.py), not parity's."""
     ref = _logits(200)
     y = ref.argmax(-1)
     noisy = ref + np.random.default_rng(1).normal(scale=1e-3, size=ref.shape).astype(np.float32)
-    res = check("q", ref, noisy, y, precision="int8-dynamic", max_accuracy_drop=1.0)
+    res = check("q", ref, noisy, y, precision="int8-dynamic")
     assert res.agreement >= 0.99 and res.ok
     flipped = ref.copy()
     flipped[:10] = flipped[:10, ::-1]  # 5 % of rows flip
-    res = check("q", ref, flipped, y, precision="int8-dynamic", max_accuracy_drop=1.0)
-    assert not res.ok
-    assert any("agreement" in p for p in res.problems) and any("budget" in p for p in res.problems)
-    # a generous budget and agreement bar let the same file through
-    assert check("q", ref, flipped, y, precision="int8-dynamic", min_agreement=0.9, max_accuracy_drop=10.0).ok
+    res = check("q", ref, flipped, y, precision="int8-dynamic")
+    assert not res.ok and any("agreement" in p for p in res.problems)
+    assert check("q", ref, flipped, y, precision="int8-dynamic", min_agreement=0.9).ok  # a lower bar lets it through
 
 
 def test_shape_mismatch_and_nan_fail():
