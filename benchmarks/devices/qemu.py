@@ -304,6 +304,7 @@ class QemuDevice:
     copied to a private work directory (as on a real device) that close() removes."""
 
     python = True
+    emulated = True
 
     def __init__(self, sysroot: QemuSysroot, name: str = "qemu-aarch64", cpu: CpuModel | None = None) -> None:
         self.name = name
