@@ -30,8 +30,8 @@ def run_suite(device: Device, bundle: Path, runtimes: list[str], timeout: float)
         with scratch_dir("suiteout") as tmp:
             try:
                 out[rt] = run_device_tests(device, bundle, tmp, timeout, ("--runtime", rt))
-            except DeviceError as err:
-                out[rt] = {"error": str(err), "tests": []}
+            except (DeviceError, OSError, ValueError) as err:  # no report, or an unreadable one: the verdict says so
+                out[rt] = {"error": f"device_tests: {err}", "tests": []}
     return out
 
 

@@ -350,6 +350,8 @@ def measure_args(model_paths: list[str], runtime: str, threads: int, cfg: BenchC
         args.append("--real-lengths")
     if cfg.accuracy:
         args += ["--accuracy", *[a for s in cfg.accuracy_seq_lens for a in ("--accuracy-seq-len", str(s))]]
+        if not cfg.accuracy_seq_lens:
+            args.append("--no-fixed-accuracy")
     return args
 
 
@@ -488,7 +490,8 @@ def _attach_device_tests(device: Device, bundle: Path, targets: list[Target], ro
     variants = [v for v in (meta.get("variants") or meta.get("models") or []) if isinstance(v, dict)]
     if not variants:
         return
-    runtimes = [rt for rt in cfg.runtimes if rt in device_suite.RUNTIME_FORMAT and any(rt in FORMAT_RUNTIMES.get(t.format, ()) for t in targets)]
+    # runtimes that measured a file here: one not installed already has its skipped rows
+    runtimes = [rt for rt in cfg.runtimes if rt in device_suite.RUNTIME_FORMAT and any(r.get("runtime") == rt and not r.get("error") for r in rows)]
     reports = device_suite.run_suite(device, bundle, runtimes, cfg.timeout_s)
     for rt, report in reports.items():
         verdicts = device_suite.file_verdicts(report, variants, rt)

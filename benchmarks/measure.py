@@ -309,7 +309,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         result["preds_real"] = [int(np.argmax(row)) for row in logits]
         result["logits_real"] = [[round(x, 6) for x in row] for row in logits]
         # a fixed width a bucketed file cannot run (over its largest bucket) is left out, not faked
-        result["preds_fixed"] = {str(f): predict(model, data, f) for f in args.accuracy_seq_len if not model.buckets or f <= max(model.buckets)}
+        fixed = [] if args.no_fixed_accuracy else args.accuracy_seq_len
+        result["preds_fixed"] = {str(f): predict(model, data, f) for f in fixed if not model.buckets or f <= max(model.buckets)}
     result["rss_peak_mb"] = peak_rss_mb()
     result["rss_current_mb"] = current_rss_mb()
     result["rss_growth_mb"] = result["rss_peak_mb"] - baseline
@@ -358,6 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--accuracy", action="store_true", help="also predict every eval row (real lengths and fixed)")
     p.add_argument("--accuracy-seq-len", type=int, action="append", help="fixed widths for accuracy (default 128)")
     p.add_argument("--accuracy-only", action="store_true", help="predict only, time nothing (a reference run on another machine)")
+    p.add_argument("--no-fixed-accuracy", action="store_true", help="predict at real lengths only, not also padded to fixed widths")
     args = p.parse_args(argv)
     args.batch = args.batch or [1]
     args.seq_len = args.seq_len or [128]
