@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.devices.qemu_cpus import parse_cpu, sme_refusal
+
 FEATURES = ("dotprod", "i8mm", "sve", "sme")
 FP32_CLOSE = 1e-3  # max |logit diff| under which an fp32 file counts as matching the host
 
@@ -84,6 +86,8 @@ def diagnose(r: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
     if r.get("precision") == "fp32" or (twin is not None and (twin["host_agreement"] < 1.0 or (twin.get("host_max_abs_diff") or 0) > FP32_CLOSE)):
         return "emulator fault likely: fp32 answers differ from the host under this CPU model too"
     cpu = _cpu(r)
+    if cpu.startswith("max") and "sme=off" not in cpu and sme_refusal(parse_cpu(cpu), str((r.get("stamp") or {}).get("qemu") or "")):
+        return "emulator fault: this qemu's SME emulation is known wrong (run forced by ALBERT_EDGE_QEMU_SME_OK); use a newer qemu"
     if cpu.startswith("max") and "sme=off" not in cpu:
         sib = next((x for x in compared(rows) if _cpu(x) == "max,sme=off" and x.get("variant") == r.get("variant")
                     and x.get("runtime") == r.get("runtime") and (x.get("stamp") or {}).get("qemu") == (r.get("stamp") or {}).get("qemu")), None)

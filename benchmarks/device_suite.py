@@ -88,5 +88,7 @@ def merge(verdicts: dict[str, dict[str, Any]], files: list[str]) -> dict[str, An
 
 
 def _last_line(text: str) -> str:
+    """pytest's `E ...` assertion line when there is one (the last line is only the location)."""
     lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return (lines[-1] if lines else "")[:200]
+    errors = [ln[1:].strip() for ln in lines if ln.startswith("E ")]
+    return (errors[0] if errors else lines[-1] if lines else "")[:200]

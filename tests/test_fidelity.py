@@ -73,7 +73,7 @@ def row(device, cpu, variant, precision, agreement, preds, diff=0.0, fmt="onnx",
     return {"device": device, "runtime": "onnxruntime", "variant": variant, "precision": precision, "format": fmt, "files": [variant],
             "host_agreement": agreement, "host_max_abs_diff": diff, "host_disagreements": round((1 - agreement) * len(preds)),
             "preds_real": preds, "accuracy": 0.8, "min_agreement": 0.99, "device_tests": {"verdict": "pass", "passed": 3, "failed": 0, "skipped": 0, "why": []},
-            "stamp": {"qemu_cpu": cpu, "qemu": "qemu 7.2", "isa": isa or {"dotprod": cpu != "cortex-a53"}}}
+            "stamp": {"qemu_cpu": cpu, "qemu": "qemu-aarch64 version 7.2.22", "isa": isa or {"dotprod": cpu != "cortex-a53"}}}
 
 
 def test_matrix_flags_files_whose_answers_change_with_the_cpu():
@@ -99,6 +99,9 @@ def test_diagnosis_tells_emulator_faults_from_kernel_paths():
     sme = row("q:max", "max", "onnx-int8", "int8-dynamic", 0.5, "0000")
     no_sme = row("q:max-nosme", "max,sme=off", "onnx-int8", "int8-dynamic", 1.0, "0101")
     fp32_max = row("q:max", "max", "onnx-fp32", "fp32", 1.0, "0101", diff=1e-6)
+    assert "known wrong" in arm_matrix.diagnose(sme, [sme, no_sme, fp32_max])  # qemu 7.2: a forced SME run
+    for r in (sme, no_sme, fp32_max):
+        r["stamp"]["qemu"] = "qemu-aarch64 version 10.0.3"
     assert "SME path" in arm_matrix.diagnose(sme, [sme, no_sme, fp32_max])
     assert arm_matrix.diagnose(no_sme, [no_sme]) is None
     titles = [t for t, _, _ in arm_matrix.sections([int8_bad, fp32_ok])]
