@@ -18,8 +18,11 @@ FP32_CLOSE = 1e-3  # max |logit diff| under which an fp32 file counts as matchin
 
 
 def _cpu(r: dict[str, Any]) -> str:
-    s = r.get("stamp") or {}
-    return str(s.get("qemu_cpu") or s.get("cpu_model") or r.get("device"))
+    """The CPU model a row ran under: the device spec's `:CPU` part (it keeps `pi=on`), else the stamp's."""
+    device, s = str(r.get("device") or ""), r.get("stamp") or {}
+    if device.startswith("qemu-aarch64:"):
+        return device.split(":", 1)[1]
+    return str(s.get("qemu_cpu") or s.get("cpu_model") or device)
 
 
 def _features(r: dict[str, Any]) -> str:
@@ -61,9 +64,15 @@ def fidelity_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str
     body = []
     for r in compared(rows):
         body.append([str(r.get("device")), _features(r), str(r.get("runtime")), str(r.get("variant")), str(r.get("eval_rows") or "-"),
-                     _pct(r.get("accuracy")), _diff(r.get("macro_f1")), _pct(r.get("host_accuracy")), _pct(r.get("host_agreement")),
+                     _pct(r.get("accuracy")), _diff(r.get("macro_f1")), _host_acc(r), _pct(r.get("host_agreement")),
                      _diff(r.get("host_max_abs_diff")), _suite(r), diagnose(r, rows) or (r.get("host_error") or "")])
     return header, body
+
+
+def _host_acc(r: dict[str, Any]) -> str:
+    """The host's accuracy, naming its runtime when it is not the device's (tflite-runtime: LiteRT)."""
+    other = r.get("host_runtime") and r.get("host_runtime") != r.get("runtime")
+    return _pct(r.get("host_accuracy")) + (f" ({r['host_runtime']})" if other and r.get("host_accuracy") is not None else "")
 
 
 def _twin(r: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -21,6 +21,9 @@ from benchmarks.devices.base import run_command
 
 EMULATED_SAMPLE_ROWS = 200  # emulation runs a row in about half a second
 MAX_LISTED_DISAGREEMENTS = 100
+# The host reference when the device's runtime is not installed here: tflite-runtime needs numpy < 2,
+# so the host compares with LiteRT running the very same file (the row says which ran).
+HOST_FALLBACK = {"tflite-runtime": ("litert",)}
 
 
 def sample_size(requested: int | None, emulated: bool, total: int) -> int:
@@ -94,7 +97,7 @@ def compare_with_host(child: dict[str, Any], host: dict[str, Any] | None, data: 
         "host_agreement": 1.0 - len(differ) / len(dev_p) if dev_p else None,
         "host_accuracy": float((np.asarray(host_p) == labels).mean()) if labels is not None and len(labels) == len(host_p) else None,
         "host_max_abs_diff": float(per_row.max()) if per_row is not None else None,
-        "host_runtime_version": host.get("runtime_version"),
+        "host_runtime": host.get("runtime"), "host_runtime_version": host.get("runtime_version"),
         "host_disagreements": len(differ),
         "disagreements": [
             {"row": int(index[i]) if index is not None else i, "label": int(labels[i]) if labels is not None else None,

@@ -479,8 +479,11 @@ def _host_run(work: Path, rel: dict[str, str], ti: int, t: Target, runtime: str,
     if key not in cache:
         ref = BenchConfig(**{**_config_dict(cfg), "real_lengths": False, "accuracy": True, "accuracy_seq_lens": ()})
         paths = [str(work / rel[f"{ti}/{fi}"]) for fi in range(len(t.files))]
-        argv = [str(work / "measure.py"), *measure_args(paths, runtime, threads, ref, str(work / "inputs.npz")), "--accuracy-only"]
-        cache[key] = fidelity.host_reference(argv, cfg.timeout_s)
+        for rt in (runtime, *fidelity.HOST_FALLBACK.get(runtime, ())):
+            argv = [str(work / "measure.py"), *measure_args(paths, rt, threads, ref, str(work / "inputs.npz")), "--accuracy-only"]
+            cache[key] = fidelity.host_reference(argv, cfg.timeout_s)
+            if not str(cache[key].get("error") or "").startswith(SKIPPED_PREFIXES):
+                break
     return cache[key]
 
 

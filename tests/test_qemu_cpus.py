@@ -31,6 +31,8 @@ def test_device_specs_name_a_cpu_model():
     assert parse_spec("qemu-aarch64:neoverse-n1").cpu == "neoverse-n1"
     assert parse_cpu("max,sme=off").qemu_arg == "max,sme=off"
     assert parse_cpu(None).qemu_arg == "cortex-a72"
+    pi = parse_cpu("cortex-a72,pi=on")  # a board's Python, not a qemu switch
+    assert pi.pi and pi.qemu_arg == "cortex-a72" and pi.slug != parse_cpu("cortex-a72").slug
     for bad in ("qemu-aarch64:pentium", "qemu-aarch64:max,sme=maybe", "qemu-aarch64:max;rm"):
         with pytest.raises(ValueError):
             parse_spec(bad)

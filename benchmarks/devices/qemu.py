@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.devices.base import DeviceError, DeviceSpec, links_outside, run_command
-from benchmarks.devices.qemu_cpus import AUXV_PROBE, CpuModel, cpuinfo_text, decode_hwcaps, parse_cpu, sme_refusal
+from benchmarks.devices.qemu_cpus import AUXV_PROBE, PI_REQUIREMENTS, PI_SITE, CpuModel, cpuinfo_text, decode_hwcaps, parse_cpu, sme_refusal
 from benchmarks.devices.scratch import make_scratch_dir
 
 DEBIAN_SUITE = "bookworm"  # its python3.11 matches the wheels' cp311 tag and this repo's Python
@@ -58,7 +58,7 @@ WRAPPER = """#!/bin/sh
 # benchmarks/devices/qemu.py; paths are relative to this file so the cache can move.
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P)
 root=$(dirname -- "$here")
-export PYTHONNOUSERSITE=1 ALBERT_EDGE_EMULATED=qemu-user
+export PYTHONNOUSERSITE=1 ALBERT_EDGE_EMULATED=qemu-user{env}
 exec "${{QEMU_AARCH64:-qemu-aarch64-static}}" -L "$root/sysroot" -cpu {cpu} -0 "$here/{name}" "$root/sysroot/{target}" "$@"
 """
 
@@ -151,12 +151,13 @@ def _wheel_requirements() -> list[str]:
     return [*pins, *PYTEST_PACKAGES]
 
 
-def _write_wrappers(root: Path, cpu: str = QEMU_CPU) -> None:
+def _write_wrappers(root: Path, cpu: str = QEMU_CPU, pythonpath: str | None = None) -> None:
     bin_dir = root / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
+    env = f" PYTHONPATH={pythonpath}" if pythonpath else ""
     for name, target in PROGRAMS.items():
         path = bin_dir / name
-        path.write_text(WRAPPER.format(program=target, cpu=cpu, name=name, target=target))
+        path.write_text(WRAPPER.format(program=target, cpu=cpu, name=name, target=target, env=env))
         path.chmod(0o755)
 
 
@@ -195,6 +196,26 @@ def qemu_version() -> str:
     return out.splitlines()[0].strip() if rc == 0 and out else "unknown"
 
 
+def _install_pi_site(view_root: Path) -> dict[str, str]:
+    """A board's own site (tflite-runtime 2.14 + numpy < 2) in the view; returns their versions
+    as the emulated Python sees them."""
+    site = view_root / "sysroot" / PI_SITE
+    site.mkdir()
+    platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
+    _run_step(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts", *platforms,
+         "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:", "--target", str(site), *PI_REQUIREMENTS],
+        "board Python site: " + " ".join(PI_REQUIREMENTS), 900, lambda m: None,
+    )
+    code = ("import json, importlib.metadata as md, numpy, tflite_runtime.interpreter; "
+            "print(json.dumps({d: md.version(d) for d in ('numpy', 'tflite-runtime')}))")
+    with tempfile.TemporaryDirectory() as home:
+        rc, out, err = run_command([str(view_root / "bin" / "python3"), "-c", code], 300, env=QemuSysroot(view_root).env(Path(home)))
+    if rc != 0:
+        raise DeviceError(f"qemu-aarch64: the board Python site does not import ({(err or out).strip()[-300:]})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def cpu_view(base: QemuSysroot, cpu: CpuModel, version: str) -> QemuSysroot:
     """The sysroot as one CPU model sees it, built once per (qemu version, model): links to the
     base sysroot's files, wrappers that pass `-cpu MODEL`, and a /proc/cpuinfo whose Features
@@ -213,7 +234,8 @@ def cpu_view(base: QemuSysroot, cpu: CpuModel, version: str) -> QemuSysroot:
                 (view / entry.name).symlink_to(os.path.relpath(entry, view))
         (view / "proc").mkdir()
         (view / "proc" / "cpuinfo").write_text((base.sysroot / "proc" / "cpuinfo").read_text())
-        _write_wrappers(tmp, cpu.qemu_arg)
+        _write_wrappers(tmp, cpu.qemu_arg, f"/{PI_SITE}" if cpu.pi else None)
+        pi_versions = _install_pi_site(tmp) if cpu.pi else None
         with tempfile.TemporaryDirectory() as home:
             rc, out, err = run_command([str(tmp / "bin" / "python3"), "-c", AUXV_PROBE], 300, env=QemuSysroot(tmp).env(Path(home)))
         if rc != 0:
@@ -223,6 +245,9 @@ def cpu_view(base: QemuSysroot, cpu: CpuModel, version: str) -> QemuSysroot:
         (view / "proc" / "cpuinfo").write_text(cpuinfo_text(cpu, features, os.cpu_count() or 4))
         stamp = {**base.stamp(), "cpu_model": f"{cpu.marketing_name} (qemu-user -cpu {cpu.qemu_arg})", "qemu_cpu": cpu.qemu_arg, "qemu": version,
                  "hwcaps": features, "hwcap": int(hwcap), "hwcap2": int(hwcap2)}
+        if pi_versions is not None:
+            stamp["versions"] = {**stamp.get("versions", {}), **pi_versions}
+            stamp["python_env"] = f"board Python: /{PI_SITE} ({', '.join(PI_REQUIREMENTS)}) before the sysroot's site-packages"
         (tmp / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
         try:
             tmp.rename(dest)

@@ -1,10 +1,13 @@
-"""CPU models for the emulated arm64 device: `qemu-aarch64:MODEL[,prop=on|off...]`.
+"""CPU models for the emulated arm64 device: `qemu-aarch64:MODEL[,prop=on|off...][,pi=on]`.
 
 Why: int8 answers depend on the kernel path a runtime picks, and it picks by CPU feature
 (ARMv8.0 NEON, v8.2 dot-product, v8.6 i8mm, SME). qemu-user gives the guest the hardware
 capability bits (AT_HWCAP/AT_HWCAP2) of the `-cpu` model it emulates; /proc/cpuinfo, which
 qemu 7.2 does not emulate for arm64, must say the same, so it is written from those very bits
 (read back from the emulated process's auxv) plus the model's MIDR fields.
+
+`pi=on` is not a qemu switch: it gives the device a board's own Python environment, as on a
+Raspberry Pi, where tflite-runtime 2.14 runs with numpy < 2 (its own site shadows numpy 2).
 """
 
 from __future__ import annotations
@@ -51,12 +54,19 @@ AUXV_PROBE = (
 )
 
 
+# A board's Python for tflite-runtime: the last tflite-runtime release and the numpy it was built for.
+PI_REQUIREMENTS = ("tflite-runtime==2.14.0", "numpy<2")
+PI_SITE = "pisite"  # top-level directory of a pi view's sysroot, on the emulated PYTHONPATH
+
+
 @dataclass(frozen=True)
 class CpuModel:
-    """A parsed `-cpu` argument: the model and its property switches (`sme=off`)."""
+    """A parsed `-cpu` argument: the model and its property switches (`sme=off`), and whether the
+    device runs a board's own Python environment (`pi=on`)."""
 
     name: str
     props: tuple[tuple[str, str], ...] = ()
+    pi: bool = False
 
     @property
     def qemu_arg(self) -> str:
@@ -65,7 +75,7 @@ class CpuModel:
     @property
     def slug(self) -> str:
         """A directory name for this model's view of the sysroot."""
-        return self.qemu_arg.replace(",", "+").replace("=", "-")
+        return self.qemu_arg.replace(",", "+").replace("=", "-") + ("+pi" if self.pi else "")
 
     @property
     def marketing_name(self) -> str:
@@ -83,8 +93,9 @@ def parse_cpu(text: str | None) -> CpuModel:
     m = SPEC_RE.match(text.strip())
     if not m or m.group(1) not in MODELS:
         raise ValueError(f"qemu CPU {text!r}: use one of {', '.join(MODELS)}, optionally with switches such as max,sme=off")
-    props = tuple(tuple(p.split("=", 1)) for p in m.group(2).split(",") if p)
-    return CpuModel(m.group(1), props)  # type: ignore[arg-type]
+    props = [tuple(p.split("=", 1)) for p in m.group(2).split(",") if p]
+    pi = ("pi", "on") in props
+    return CpuModel(m.group(1), tuple(p for p in props if p[0] != "pi"), pi)  # type: ignore[arg-type]
 
 
 def decode_hwcaps(hwcap: int, hwcap2: int) -> list[str]:
