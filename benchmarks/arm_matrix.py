@@ -103,6 +103,11 @@ def diagnose(r: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
         if sib is not None and (sib.get("host_agreement") or 0) >= _threshold(sib):
             return ("the SME path: the same file agrees with sme=off; SME kernel or this qemu's SME emulation "
                     "(only another qemu or an SME board tells which)")
+    other = next((x for x in compared(rows) if x.get("device") == r.get("device") and x.get("variant") == r.get("variant")
+                  and x.get("runtime") != r.get("runtime") and (x.get("host_agreement") or 0) >= max(_threshold(x), agr + 1e-9)), None)
+    if other is not None:
+        return (f"{r.get('runtime')}'s own kernels: {other.get('runtime')} runs the same file under the same CPU model "
+                f"and agrees {100 * other['host_agreement']:.1f} % with the host")
     base = "int8 kernel path or this qemu's emulation of its instructions (the fp32 twin matches, so float emulation is sound)"
     return base + "; one qemu cannot tell these apart: rerun with a newer qemu (QEMU_AARCH64) or on a board"
 

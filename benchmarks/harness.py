@@ -549,7 +549,8 @@ def flag_rows(rows: list[dict[str, Any]], cv_threshold: float) -> list[dict[str,
             flags.add("error")
         if (r.get("device_tests") or {}).get("verdict") == "fail":
             flags.add("device-tests-failed")
-        if r.get("host_agreement") is not None and r["host_agreement"] < float(r.get("min_agreement") or 1.0):
+        limit = r.get("min_agreement")
+        if r.get("host_agreement") is not None and r["host_agreement"] < (1.0 if limit is None else float(limit)):
             flags.add("differs-from-host")
         twin = fp32.get(twin_key(r))
         if str(r.get("precision", "")).startswith("int8") and twin and r.get("p50_ms"):

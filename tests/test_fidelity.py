@@ -88,12 +88,15 @@ def test_matrix_flags_files_whose_answers_change_with_the_cpu():
     assert flags == {"onnx-int8": "kernel-dependent", "onnx-int8-static": ""}
     assert "flag" in header[-1] and any("cortex-a53" in h for h in header)
     assert "differs-from-host" in flag_rows([dict(rows[1])], 0.15)[0]["flags"]
+    assert "differs-from-host" not in flag_rows([dict(rows[1], min_agreement=0.0)], 0.15)[0]["flags"]  # no limit binds
 
 
 def test_diagnosis_tells_emulator_faults_from_kernel_paths():
     int8_bad = row("q:n1", "neoverse-n1", "onnx-int8", "int8-dynamic", 0.5, "0000")
     fp32_ok = row("q:n1", "neoverse-n1", "onnx-fp32", "fp32", 1.0, "0101", diff=1e-6)
     assert "int8 kernel path or this qemu" in arm_matrix.diagnose(int8_bad, [int8_bad, fp32_ok])
+    litert_ok = dict(row("q:n1", "neoverse-n1", "onnx-int8", "int8-dynamic", 1.0, "0101"), runtime="litert")
+    assert "onnxruntime's own kernels: litert runs the same file" in arm_matrix.diagnose(int8_bad, [int8_bad, fp32_ok, litert_ok])
     fp32_bad = row("q:n1", "neoverse-n1", "onnx-fp32", "fp32", 0.5, "0000", diff=2.0)
     assert "emulator fault" in arm_matrix.diagnose(int8_bad, [int8_bad, fp32_bad])
     sme = row("q:max", "max", "onnx-int8", "int8-dynamic", 0.5, "0000")
