@@ -736,13 +736,16 @@ def cli_bench(args: Any) -> int:
 
 
 def failed_files(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Variant (per device) -> why, for every file that failed its check, to load or to measure.
-    Rows that only say a runtime is not installed here are skipped, not failed."""
+    """Variant (per device) -> why, for every file that failed its check, to load, to measure or
+    device_tests there. Rows that only say a runtime is not installed here are skipped, not failed."""
     out: dict[str, str] = {}
     for r in rows:
+        key = r["variant"] if len({x.get("device") for x in rows}) <= 1 else f"{r['variant']} on {r.get('device')}"
         if r.get("error") and not r.get("skipped"):
-            key = r["variant"] if len({x.get("device") for x in rows}) <= 1 else f"{r['variant']} on {r.get('device')}"
             out.setdefault(key, str(r["error"]).splitlines()[0][:300])
+        suite = r.get("device_tests") or {}
+        if suite.get("verdict") == "fail":  # golden vectors failed there, or nothing was checked
+            out.setdefault(key, f"device_tests failed ({r.get('runtime')}): " + "; ".join(suite.get("why") or ["see the row"])[:300])
     return out
 
 

@@ -109,3 +109,12 @@ def test_diagnosis_tells_emulator_faults_from_kernel_paths():
     assert arm_matrix.diagnose(no_sme, [no_sme]) is None
     titles = [t for t, _, _ in arm_matrix.sections([int8_bad, fp32_ok])]
     assert titles[0].startswith("Answers on each device") and "matrix" in titles[1] and len(titles) == 2  # no disagreeing rows listed
+
+
+def test_bench_exit_counts_a_failed_device_suite():
+    from benchmarks.harness import failed_files
+
+    ok = {"variant": "m", "device": "d", "runtime": "onnxruntime", "device_tests": {"verdict": "pass", "why": []}}
+    bad = dict(ok, device_tests={"verdict": "fail", "why": ["golden vectors did not run here"]})
+    assert failed_files([ok]) == {}
+    assert "golden vectors did not run" in failed_files([bad])["m"]

@@ -12,6 +12,10 @@ Layout of the cache (`$ALBERT_EDGE_DEVICE_CACHE` or ~/.cache/albert-edge, then q
     bin/python3, ...    host shell wrappers that run the sysroot's programs under qemu; they work
                         without binfmt_misc, also as `sys.executable` for child processes
     stamp.json          versions, build time, emulated: true
+    cpus/QEMU/MODEL/    one view per qemu version and `-cpu` model (`qemu-aarch64:neoverse-n1`):
+                        links to sysroot/, a /proc/cpuinfo listing the hwcaps qemu gives that
+                        model, wrappers passing `-cpu MODEL`; `pi=on` views add a board's own
+                        site (tflite-runtime 2.14 + numpy < 2). Built on first use.
 Built in a temporary directory and renamed into place, so a half-built sysroot is never used.
 """
 
