@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmark a bundle on a device", description="Measure latency (p50/p90/p99), load time, peak RSS, size and accuracy of every model file in a bundle, one fresh process per model, on the device given.")
     p.add_argument("bundle", type=Path, help="a bundle directory, or a run directory holding one")
-    p.add_argument("--device", default="local", help="local | ssh://user@host[:port] | adb[:serial] | qemu-aarch64")
+    p.add_argument("--device", default="local", help="local | ssh://user@host[:port] | adb[:serial] | qemu-aarch64[:cpu, e.g. cortex-a53, neoverse-n1, max,sme=off]")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50, help="timed runs per row after warm-up")
     p.add_argument("--warmup", type=int, default=5)
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="where results.jsonl goes, never inside a cached artifact (default: RUN/bench for a run directory, CACHE/runs/bench-ARTIFACT for a cached bundle)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="per-row limit: a file x runtime that runs longer is stopped and reported (default 900)")
     p.add_argument("--benchmark-model", default=None, help="adb: path of LiteRT's benchmark_model binary")
+    p.add_argument("--accuracy-rows", type=int, default=None, metavar="N", help="eval rows to predict: a seeded sample (default 200 under emulation, all elsewhere; 0: all)")
+    p.add_argument("--accuracy-seed", type=int, default=0, help="which rows the --accuracy-rows sample holds")
+    p.add_argument("--no-device-tests", action="store_true", help="do not run the bundle's golden-vector suite on the device")
     p.set_defaults(func=_lazy("benchmarks.harness", "cli_bench"))
 
     p = sub.add_parser("report", help="write report.md and report.html from benchmark results", description="Write report.md, a self-contained report.html with plots (Pareto of accuracy vs p50 latency, size bars, latency distributions), results.jsonl and results.csv.")

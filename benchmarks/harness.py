@@ -26,6 +26,7 @@ from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require
+from benchmarks import device_suite, fidelity
 from benchmarks.devices.base import Device, DeviceError, copy_payload, full_stamp, get_device, parse_spec
 from benchmarks.devices.scratch import scratch_dir, sweep
 from benchmarks.provenance import artifact_key, run_stamp
@@ -54,6 +55,10 @@ class BenchConfig:
     include: tuple[str, ...] = ("*",)  # globs over variant names
     accuracy: bool = True
     accuracy_seq_lens: tuple[int, ...] = (128,)
+    accuracy_rows: int | None = None  # eval rows predicted: None 200 under emulation and all elsewhere, 0 all
+    accuracy_seed: int = 0  # which rows the sample holds
+    host_reference: bool = True  # on other devices, also predict the same rows here and compare
+    device_tests: bool = True  # run the bundle's golden-vector suite on every Python device
     real_lengths: bool = True  # also time batch 1 over the eval rows at their real lengths
     cv_threshold: float = 0.15
     benchmark_model: str | None = None  # adb: path of benchmark_model on the host or device
@@ -79,6 +84,7 @@ class BenchConfig:
         bad = [r for r in self.runtimes if r not in RUNTIMES]
         require(not bad, "runtimes", f"unknown runtime(s) {bad}", f"choose from {', '.join(RUNTIMES)}")
         require(0 < self.cv_threshold < 10, "cv_threshold", "a coefficient of variation such as 0.15")
+        require(self.accuracy_rows is None or self.accuracy_rows >= 0, "accuracy_rows", f"{self.accuracy_rows}: a row count (0: every eval row)")
         require(0 < self.timeout_s <= 86400, "timeout_s", f"{self.timeout_s}: a per-row timeout must be over 0 and at most 86400 seconds", "e.g. 900")
 
 
@@ -333,6 +339,8 @@ def measure_args(model_paths: list[str], runtime: str, threads: int, cfg: BenchC
         args.append("--real-lengths")
     if cfg.accuracy:
         args += ["--accuracy", *[a for s in cfg.accuracy_seq_lens for a in ("--accuracy-seq-len", str(s))]]
+        if not cfg.accuracy_seq_lens:
+            args.append("--no-fixed-accuracy")
     return args
 
 
@@ -370,6 +378,8 @@ def rows_from_child(child: dict[str, Any], target: Target, device_stamp: dict[st
         "source": child.get("source", "measure.py"), "error": child.get("error"),
         "skipped": bool(child.get("skipped") or str(child.get("error") or "").startswith(SKIPPED_PREFIXES)), **extra,
     }
+    if child.get("preds_real") is not None:
+        base.update(fidelity.device_metrics(child.get("preds_real"), data))
     if not child.get("ok"):
         return [dict(base, batch=None, seq_len=None)]
     return [dict(base, **{k: v for k, v in lat.items()}) for lat in child.get("latency", [])] or [dict(base, batch=None, seq_len=None)]
@@ -395,14 +405,23 @@ def parse_child_output(rc: int, stdout: str, stderr: str, timeout: float | None 
     return {"ok": False, "error": f"child exited {rc}: {tail}"}
 
 
-def run_on_device(device: Device, targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict[str, Any], log: Any = None) -> list[dict[str, Any]]:
+def run_on_device(
+    device: Device, targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict[str, Any], log: Any = None,
+    bundle: Path | None = None, host_cache: dict[tuple[Any, ...], dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Measure every target with every runtime that fits its format, sequentially, one child each.
-    A target whose files failed their check gets one error row and is never measured."""
-    data = dict(np.load(inputs))
+    A target whose files failed their check gets one error row and is never measured. On a device
+    other than this machine, predictions are compared with this host's (a seeded sample of rows
+    under emulation); with `bundle`, the golden-vector suite runs there too."""
     rows: list[dict[str, Any]] = []
     sweep()  # scratch dirs of benchmarks that were killed
     with scratch_dir("bench") as work:
+        total = int(np.load(inputs)["input_ids"].shape[0])
+        n = fidelity.sample_size(cfg.accuracy_rows, bool(getattr(device, "emulated", False)), total) if cfg.accuracy else total
+        inputs = fidelity.sample_inputs(inputs, n, cfg.accuracy_seed, work / "sampled.npz")
+        data = dict(np.load(inputs))
         rel = _stage_dir(targets, inputs, work)
+        compare = cfg.accuracy and cfg.host_reference and device.python and device.name != "local"
         remote = device.push(work)
         stamp_cache: dict[str, Any] | None = None
         for ti, t in enumerate(targets):
@@ -430,10 +449,52 @@ def run_on_device(device: Device, targets: list[Target], inputs: Path, cfg: Benc
                         return rows
                     stamp_cache = full_stamp(device, child.get("stamp") or stamp_cache)
                     new = rows_from_child(child, t, stamp_cache, data, extra)
+                    if compare and child.get("ok"):
+                        host = _host_run(work, rel, ti, t, rt, threads, cfg, host_cache if host_cache is not None else {})
+                        for r in new:
+                            r.update(fidelity.compare_with_host(child, host, data))
                     rows.extend(new)
                     if log is not None:
                         log.info("  %s", describe_row(new[0]))
+        if bundle is not None and cfg.device_tests and device.python:
+            _attach_device_tests(device, bundle, targets, rows, cfg, log)
     return rows
+
+
+def _host_run(work: Path, rel: dict[str, str], ti: int, t: Target, runtime: str, threads: int, cfg: BenchConfig,
+              cache: dict[tuple[Any, ...], dict[str, Any]]) -> dict[str, Any]:
+    """This host's predictions of the same file on the same rows (once per file, runtime and sample)."""
+    key = (tuple(t.sha256 or [f.name for f in t.files]), runtime, threads, fidelity.digest(work / "inputs.npz"))
+    if key not in cache:
+        ref = BenchConfig(**{**_config_dict(cfg), "real_lengths": False, "accuracy": True, "accuracy_seq_lens": ()})
+        paths = [str(work / rel[f"{ti}/{fi}"]) for fi in range(len(t.files))]
+        for rt in (runtime, *fidelity.HOST_FALLBACK.get(runtime, ())):
+            argv = [str(work / "measure.py"), *measure_args(paths, rt, threads, ref, str(work / "inputs.npz")), "--accuracy-only"]
+            cache[key] = fidelity.host_reference(argv, cfg.timeout_s)
+            if not str(cache[key].get("error") or "").startswith(SKIPPED_PREFIXES):
+                break
+    return cache[key]
+
+
+def _attach_device_tests(device: Device, bundle: Path, targets: list[Target], rows: list[dict[str, Any]], cfg: BenchConfig, log: Any) -> None:
+    """Run the golden-vector suite per runtime and put each file's verdict on its rows."""
+    meta = _read_metadata(bundle / "metadata.json") if (bundle / "metadata.json").is_file() else {}
+    variants = [v for v in (meta.get("variants") or meta.get("models") or []) if isinstance(v, dict)]
+    if not variants:
+        return
+    # runtimes that measured a file here: one not installed already has its skipped rows
+    runtimes = [rt for rt in cfg.runtimes if rt in device_suite.RUNTIME_FORMAT and any(r.get("runtime") == rt and not r.get("error") for r in rows)]
+    reports = device_suite.run_suite(device, bundle, runtimes, cfg.timeout_s)
+    for rt, report in reports.items():
+        verdicts = device_suite.file_verdicts(report, variants, rt)
+        suite = device_suite.device_verdict(report)
+        if log is not None:
+            log.info("  device_tests on %s / %s: %s %s", device.name, rt, suite, report.get("counts") or report.get("error"))
+        for r in rows:
+            if r.get("runtime") == rt and r.get("files"):
+                got = device_suite.merge(verdicts, list(r["files"]))
+                if got is not None:
+                    r["device_tests"] = {**got, "suite": suite}
 
 
 def _native_benchmark(device: Device, t: Target, paths: list[str], runtime: str, threads: int, cfg: BenchConfig) -> dict[str, Any]:
@@ -475,6 +536,11 @@ def flag_rows(rows: list[dict[str, Any]], cv_threshold: float) -> list[dict[str,
             flags.add("random-weights")
         if r.get("error"):
             flags.add("error")
+        if (r.get("device_tests") or {}).get("verdict") == "fail":
+            flags.add("device-tests-failed")
+        limit = r.get("min_agreement")
+        if r.get("host_agreement") is not None and r["host_agreement"] < (1.0 if limit is None else float(limit)):
+            flags.add("differs-from-host")
         twin = fp32.get(twin_key(r))
         if str(r.get("precision", "")).startswith("int8") and twin and r.get("p50_ms"):
             r["speedup_vs_fp32"] = twin["p50_ms"] / r["p50_ms"]
@@ -508,17 +574,26 @@ def describe_row(r: dict[str, Any]) -> str:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in rows if not r.get("error")]
     best = min(ok, key=lambda r: r["p50_ms"], default=None)
+    suites = {(r.get("device"), r.get("runtime"), tuple(r.get("files") or ())): r["device_tests"] for r in rows if r.get("device_tests")}
+    agreements = [r["host_agreement"] for r in rows if r.get("host_agreement") is not None]
     return {
+        "device_tests_failed": sum(v["verdict"] != "pass" for v in suites.values()), "device_tests_run": len(suites),
+        "min_host_agreement": min(agreements, default=None),
         "rows": len(rows), "errors": len(rows) - len(ok), "noisy": sum("noisy" in r.get("flags", ()) for r in rows),
         "int8_slower": sum("int8-slower-than-fp32" in r.get("flags", ()) for r in rows),
         "fastest": None if best is None else {"variant": best["variant"], "runtime": best["runtime"], "p50_ms": best["p50_ms"]},
     }
 
 
-def benchmark(targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict[str, Any], log: Any = None, device_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every target on every device of the config; rows flagged."""
+def benchmark(
+    targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict[str, Any], log: Any = None, device_options: dict[str, Any] | None = None,
+    bundle: Path | None = None,
+) -> list[dict[str, Any]]:
+    """Every target on every device of the config; rows flagged. With `bundle`, its golden-vector
+    suite also runs on each device."""
     targets = [t for t in targets if any(fnmatch.fnmatch(t.name, g) for g in cfg.include)]
     rows: list[dict[str, Any]] = []
+    host_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     for spec in cfg.devices:
         try:
             device = get_device(spec, **(device_options or {}))
@@ -530,7 +605,7 @@ def benchmark(targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict
             rows += [r for t in targets for r in rows_from_child(child, t, {"device": spec}, data, extra)]
             continue
         try:
-            rows += run_on_device(device, targets, inputs, cfg, extra, log)
+            rows += run_on_device(device, targets, inputs, cfg, extra, log, bundle, host_cache)
         finally:
             device.close()
     return flag_rows(rows, cfg.cv_threshold)
@@ -557,9 +632,10 @@ def benchmark_stage(ctx: StageContext[BenchConfig]) -> dict[str, Any]:
     with scratch_dir("inputs") as tmp:
         inputs = stage_inputs(ctx, bundle, model_art, tmp / "inputs.npz")
         keys = {role: a.key for role, a in ctx.inputs.items() if a is not None and not isinstance(a, list)}
-        extra = {"artifact": ctx.inputs["bundle"].step, "random_weights": bool(ctx.pipeline.random_weights), **run_stamp(ctx.pipeline, keys)}
+        extra = {"artifact": ctx.inputs["bundle"].step, "random_weights": bool(ctx.pipeline.random_weights), **run_stamp(ctx.pipeline, keys),
+                 "min_agreement": ctx.pipeline.budget.min_agreement}
         try:
-            rows = benchmark(targets, inputs, cfg, extra, ctx.log, {"benchmark_model": cfg.benchmark_model})
+            rows = benchmark(targets, inputs, cfg, extra, ctx.log, {"benchmark_model": cfg.benchmark_model}, bundle)
         except DeviceError as err:
             raise StageError(str(err)) from None
     for r in rows:
@@ -611,6 +687,8 @@ def cli_bench(args: Any) -> int:
             seq_lens=tuple(args.seq_len or (128,)),
             runtimes=tuple(r.strip() for r in args.runtimes.split(",") if r.strip()) or RUNTIMES,
             benchmark_model=args.benchmark_model, **({"timeout_s": float(timeout)} if timeout is not None else {}),
+            accuracy_rows=getattr(args, "accuracy_rows", None), accuracy_seed=getattr(args, "accuracy_seed", 0),
+            device_tests=not getattr(args, "no_device_tests", False),
         )
         cfg = build(BenchConfig, _config_dict(cfg), "bench")
         targets = bundle_targets(bundle)
@@ -630,7 +708,7 @@ def cli_bench(args: Any) -> int:
         key, pipeline = artifact_key(bundle)
         extra = {"artifact": bundle.name, "random_weights": bool(meta.get("random_weights")), **run_stamp(None, {"bundle": key}, pipeline)}
         try:
-            rows = benchmark(targets, inputs, cfg, extra, None, {"benchmark_model": cfg.benchmark_model})
+            rows = benchmark(targets, inputs, cfg, extra, None, {"benchmark_model": cfg.benchmark_model}, bundle)
         except DeviceError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
@@ -646,13 +724,16 @@ def cli_bench(args: Any) -> int:
 
 
 def failed_files(rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Variant (per device) -> why, for every file that failed its check, to load or to measure.
-    Rows that only say a runtime is not installed here are skipped, not failed."""
+    """Variant (per device) -> why, for every file that failed its check, to load, to measure or
+    device_tests there. Rows that only say a runtime is not installed here are skipped, not failed."""
     out: dict[str, str] = {}
     for r in rows:
+        key = r["variant"] if len({x.get("device") for x in rows}) <= 1 else f"{r['variant']} on {r.get('device')}"
         if r.get("error") and not r.get("skipped"):
-            key = r["variant"] if len({x.get("device") for x in rows}) <= 1 else f"{r['variant']} on {r.get('device')}"
             out.setdefault(key, str(r["error"]).splitlines()[0][:300])
+        suite = r.get("device_tests") or {}
+        if suite.get("verdict") == "fail":  # golden vectors failed there, or nothing was checked
+            out.setdefault(key, f"device_tests failed ({r.get('runtime')}): " + "; ".join(suite.get("why") or ["see the row"])[:300])
     return out
 
 

@@ -19,6 +19,7 @@ from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from albert_edge.stats import format_diff, paired_summary
+from benchmarks.arm_matrix import sections as device_sections
 from benchmarks.harness import RESULTS, flag_rows, read_results, write_results
 
 PLOTS = ("pareto.png", "sizes.png", "latency.png")
@@ -153,6 +154,15 @@ def notes(rows: list[dict[str, Any]], cv_threshold: float) -> list[str]:
         if "int8-slower-than-fp32" in (r.get("flags") or ()):
             out.append(f"int8 slower than fp32: {r['variant']} on {r['device']} / {r['runtime']} (batch {r.get('batch')}, seq {r.get('seq_len')}) "
                        f"runs at {r.get('speedup_vs_fp32', 0):.2f}x the fp32 speed; keep the fp32 file on this device.")
+    failed = sorted({f"{r['variant']} on {r['device']} / {r['runtime']}" for r in rows if (r.get("device_tests") or {}).get("verdict") == "fail"})
+    if failed:
+        out.append(f"device_tests FAILED (or checked nothing) for {len(failed)} file(s): {'; '.join(failed[:12])}.")
+    differ = sorted({f"{r['variant']} on {r['device']} / {r['runtime']} ({100 * r['host_agreement']:.1f} %)" for r in rows if "differs-from-host" in (r.get("flags") or ())})
+    if differ:
+        out.append(f"Answers differ from this host's beyond the parity threshold: {'; '.join(differ[:12])}.")
+    refused = sorted({str(r.get("device")) for r in rows if str(r.get("error") or "").startswith("device unavailable") and "refused" in str(r.get("error"))})
+    if refused:
+        out.append(f"Refused devices (see their error rows): {', '.join(refused)}.")
     errors = [r for r in rows if r.get("error")]
     if errors:
         out.append(f"{len(errors)} measurement(s) failed or were skipped; see the error rows.")
@@ -322,6 +332,8 @@ def _stamp_line(s: dict[str, Any]) -> str:
     parts = [f"{k}: {s.get(k)}" for k in keys if s.get(k) is not None]
     if isinstance(s.get("isa"), dict):
         parts.append("isa: " + " ".join(("+" if on else "-") + name for name, on in s["isa"].items()))
+    if s.get("qemu"):
+        parts.append(f"emulator: {s['qemu']} -cpu {s.get('qemu_cpu')}")
     if s.get("libraries"):
         parts.append("libraries: " + " ".join(f"{k} {v}" for k, v in s["libraries"].items()))
     return ", ".join(parts)
@@ -337,6 +349,8 @@ def render_markdown(rows: list[dict[str, Any]], title: str, cv_threshold: float)
     header, body = paired_table(rows)
     if body:
         parts += ["## Accuracy against the fp32 twin (paired over the same eval rows)", "", _md_table(header, body), ""]
+    for t, header, body in device_sections(rows):
+        parts += [f"## {t}", "", _md_table(header, body), ""]
     for t, header, body in tables(rows):
         parts += [f"## {t}", "", _md_table(header, body), ""]
     return "\n".join(parts)
@@ -361,7 +375,7 @@ def render_html(rows: list[dict[str, Any]], title: str, cv_threshold: float, plo
         data = base64.b64encode((plot_dir / p).read_bytes()).decode("ascii")
         parts.append(f"<img alt='{p}' src='data:image/png;base64,{data}'>")
     pheader, pbody = paired_table(rows)
-    tabled = ([("Accuracy against the fp32 twin (paired over the same eval rows)", pheader, pbody)] if pbody else []) + tables(rows)
+    tabled = ([("Accuracy against the fp32 twin (paired over the same eval rows)", pheader, pbody)] if pbody else []) + device_sections(rows) + tables(rows)
     for t, header, body in tabled:
         parts.append(f"<h2>{esc(t)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body]

@@ -171,13 +171,18 @@ def measure_real_lengths(model: Model, data: dict[str, np.ndarray], args: argpar
 def predict(model: Model, data: dict[str, np.ndarray], fixed: int | None) -> list[int]:
     """Batch-1 predictions over the eval set: each row at its real length (through the buckets),
     or padded to `fixed` tokens."""
+    return [int(np.argmax(row)) for row in predict_logits(model, data, fixed)]
+
+
+def predict_logits(model: Model, data: dict[str, np.ndarray], fixed: int | None) -> list[list[float]]:
+    """Batch-1 logits over the eval set (what a comparison with another machine's run needs)."""
     lengths = data["lengths"]
-    preds = []
+    out = []
     for i in range(len(lengths)):
         fn, width = model.for_length(int(fixed or lengths[i]))
         ids, mask, tt = _batch(data, np.array([i]), width)
-        preds.append(int(np.argmax(fn(ids, mask, tt)[0])))
-    return preds
+        out.append([float(x) for x in np.asarray(fn(ids, mask, tt)[0], dtype=np.float64).ravel()])
+    return out
 
 
 def measure(args: argparse.Namespace, extra: dict[str, ExtraRuntime] | None = None,
@@ -213,13 +218,17 @@ def measure(args: argparse.Namespace, extra: dict[str, ExtraRuntime] | None = No
     result["load_ms"] = (time.perf_counter() - t0) * 1000.0
     result["rss_after_load_mb"] = peak_rss_mb()
     result["buckets"] = model.buckets
-    result["latency"] = [measure_latency(model, data, b, s, args) for s in args.seq_len for b in args.batch] if data else []
-    if data and args.real_lengths and "lengths" in data:
+    timed = data and not args.accuracy_only
+    result["latency"] = [measure_latency(model, data, b, s, args) for s in args.seq_len for b in args.batch] if timed else []
+    if timed and args.real_lengths and "lengths" in data:
         result["latency"].append(measure_real_lengths(model, data, args))
     if data and args.accuracy:
-        result["preds_real"] = predict(model, data, None)
+        logits = predict_logits(model, data, None)
+        result["preds_real"] = [int(np.argmax(row)) for row in logits]
+        result["logits_real"] = [[round(x, 6) for x in row] for row in logits]
         # a fixed width a bucketed file cannot run (over its largest bucket) is left out, not faked
-        result["preds_fixed"] = {str(f): predict(model, data, f) for f in args.accuracy_seq_len if not model.buckets or f <= max(model.buckets)}
+        fixed = [] if args.no_fixed_accuracy else args.accuracy_seq_len
+        result["preds_fixed"] = {str(f): predict(model, data, f) for f in fixed if not model.buckets or f <= max(model.buckets)}
     result["rss_peak_mb"] = peak_rss_mb()
     result["rss_current_mb"] = current_rss_mb()
     result["rss_growth_mb"] = result["rss_peak_mb"] - baseline
@@ -245,6 +254,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--real-lengths", action="store_true", help="also time batch 1 over the eval rows at their real lengths")
     p.add_argument("--accuracy", action="store_true", help="also predict every eval row (real lengths and fixed)")
     p.add_argument("--accuracy-seq-len", type=int, action="append", help="fixed widths for accuracy (default 128)")
+    p.add_argument("--accuracy-only", action="store_true", help="predict only, time nothing (a reference run on another machine)")
+    p.add_argument("--no-fixed-accuracy", action="store_true", help="predict at real lengths only, not also padded to fixed widths")
     args = p.parse_args(argv)
     args.batch = args.batch or [1]
     args.seq_len = args.seq_len or [128]

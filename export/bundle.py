@@ -381,38 +381,41 @@ print(labels[int(logits[0].argmax())])
 
 ## Android, Kotlin, TFLite Interpreter API
 
+Bucketed files hold one signature per bucket (`seq_<N>`, see metadata.json `signatures`): pick
+the smallest bucket that holds the tokens and run that signature by name. A test runs the
+Python twin of this code against every bundled .tflite file through the same signature names.
+
 ```kotlin
 // build.gradle: implementation("com.google.ai.edge.litert:litert:1.+")  (or org.tensorflow:tensorflow-lite)
 // Tokenise with {tok_file}: e.g. implementation("ai.djl.huggingface:tokenizers:0.+") and
 // HuggingFaceTokenizer.newInstance(path).encode(text).ids; check the ids against golden.json.
+import org.tensorflow.lite.DataType
 import org.tensorflow.lite.Interpreter
 import java.io.File
 
-val buckets = intArrayOf({bucket_list})               // from metadata.json
-fun pickBucket(n: Int) = buckets.firstOrNull {{ n <= it }} ?: buckets.last()
-
 fun classify(modelDir: File, ids: LongArray, typeIds: LongArray): Int {{
-    val seq = pickBucket(ids.size)
-    // the file for this bucket: see metadata.json "variants" (seq_len == seq)
-    // bucketed files hold one signature per bucket ("seq_<N>", see metadata.json "signatures"):
-    // interpreter.runSignature(mapOf("input_ids" to inputIds, ...), mapOf("logits" to logits), "seq_$seq")
     val interpreter = Interpreter(File(modelDir, "{tfl_file}"), Interpreter.Options().setNumThreads(2))
+    val buckets = interpreter.signatureKeys.filter {{ it.startsWith("seq_") }}.map {{ it.removePrefix("seq_").toInt() }}.sorted()
+    val seq = buckets.firstOrNull {{ ids.size <= it }} ?: buckets.last()   // smallest bucket that holds the tokens ({bucket_list})
+    val key = "seq_$seq"
     val n = minOf(ids.size, seq)
-    // int32 inputs shown; use LongArray when metadata.json lists int64
-    val inputIds = Array(1) {{ IntArray(seq) {{ i -> if (i < n) ids[i].toInt() else 0 }} }}
-    val mask = Array(1) {{ IntArray(seq) {{ i -> if (i < n) 1 else 0 }} }}
-    val types = Array(1) {{ IntArray(seq) {{ i -> if (i < n) typeIds[i].toInt() else 0 }} }}
-    val inputs = arrayOfNulls<Any>(interpreter.inputTensorCount)
-    for (i in 0 until interpreter.inputTensorCount) {{
-        val name = interpreter.getInputTensor(i).name()
-        inputs[i] = when {{
-            "mask" in name -> mask
-            "type" in name || "segment" in name -> types
-            else -> inputIds
+    fun feed(name: String): Any {{   // pad with 0 (pad id, mask 0), truncate to the bucket
+        val v = LongArray(seq) {{ i ->
+            when {{
+                i >= n -> 0L
+                "mask" in name -> 1L
+                "type" in name || "segment" in name -> typeIds[i]
+                else -> ids[i]
+            }}
         }}
+        val int64 = interpreter.getInputTensorFromSignature(name, key).dataType() == DataType.INT64
+        return if (int64) arrayOf(v) else arrayOf(IntArray(seq) {{ v[it].toInt() }})
     }}
+    val inputs: Map<String, Any> = interpreter.getSignatureInputs(key).associateWith {{ feed(it) }}
+    val outs = interpreter.getSignatureOutputs(key)
+    val outName = outs.firstOrNull {{ "logits" in it }} ?: outs.sorted().first()
     val logits = Array(1) {{ FloatArray({len(labels)}) }}
-    interpreter.runForMultipleInputsOutputs(inputs, mapOf(0 to logits))
+    interpreter.runSignature(inputs, mapOf(outName to logits), key)
     interpreter.close()
     return logits[0].indices.maxByOrNull {{ logits[0][it] }} ?: 0   // index into labels.json
 }}

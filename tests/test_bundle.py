@@ -66,7 +66,7 @@ def test_golden_token_ids_match_the_bundled_tokenizer(bundle_dir):
 def test_bundle_md_has_every_snippet(bundle_dir):
     md = (bundle_dir / "BUNDLE.md").read_text()
     for needle in ("onnxruntime", "InferenceSession", "ai_edge_litert.interpreter", "Interpreter(", "```kotlin",
-                   "pickBucket", "tokenizer.json", "onnx-fp32.onnx", "Random weights"):
+                   "runSignature", "tokenizer.json", "onnx-fp32.onnx", "Random weights"):
         assert needle in md, needle
 
 

@@ -41,6 +41,7 @@ class DeviceSpec:
     host: str | None = None
     port: int | None = None
     serial: str | None = None
+    cpu: str | None = None  # qemu-aarch64: the `-cpu` model and switches (None: the default model)
 
 
 @runtime_checkable
@@ -76,12 +77,17 @@ class Device(Protocol):
 
 
 def parse_spec(spec: str) -> DeviceSpec:
-    """`local`, `ssh://user@host[:port]`, `adb`, `adb:SERIAL`, `qemu-aarch64`; ValueError otherwise."""
+    """`local`, `ssh://user@host[:port]`, `adb`, `adb:SERIAL`, `qemu-aarch64[:CPU[,switch=on|off]]`;
+    ValueError otherwise."""
     s = spec.strip()
     if s == "local":
         return DeviceSpec("local", s)
-    if s == "qemu-aarch64":
-        return DeviceSpec("qemu-aarch64", s)
+    if s == "qemu-aarch64" or s.startswith("qemu-aarch64:"):
+        from benchmarks.devices.qemu_cpus import parse_cpu
+
+        cpu = s[len("qemu-aarch64:"):] or None
+        parse_cpu(cpu)  # ValueError for a model this device cannot emulate
+        return DeviceSpec("qemu-aarch64", s, cpu=cpu)
     if s == "adb" or s.startswith("adb:"):
         serial = s[4:] or None
         return DeviceSpec("adb", s, serial=serial)
@@ -98,7 +104,7 @@ def parse_spec(spec: str) -> DeviceSpec:
         if port and not 1 <= int(port) <= 65535:
             raise ValueError(f"device {spec!r}: port {port} is outside 1..65535")
         return DeviceSpec("ssh", s, user=user or None, host=host, port=int(port) if port else None)
-    raise ValueError(f"unknown device {spec!r}: use local, ssh://user@host[:port], adb[:serial] or qemu-aarch64")
+    raise ValueError(f"unknown device {spec!r}: use local, ssh://user@host[:port], adb[:serial] or qemu-aarch64[:cpu]")
 
 
 _MODULES = {"local": "benchmarks.devices.local", "adb": "benchmarks.devices.adb", "ssh": "benchmarks.devices.ssh", "qemu-aarch64": "benchmarks.devices.qemu"}

@@ -12,6 +12,10 @@ Layout of the cache (`$ALBERT_EDGE_DEVICE_CACHE` or ~/.cache/albert-edge, then q
     bin/python3, ...    host shell wrappers that run the sysroot's programs under qemu; they work
                         without binfmt_misc, also as `sys.executable` for child processes
     stamp.json          versions, build time, emulated: true
+    cpus/QEMU/MODEL/    one view per qemu version and `-cpu` model (`qemu-aarch64:neoverse-n1`):
+                        links to sysroot/, a /proc/cpuinfo listing the hwcaps qemu gives that
+                        model, wrappers passing `-cpu MODEL`; `pi=on` views add a board's own
+                        site (tflite-runtime 2.14 + numpy < 2). Built on first use.
 Built in a temporary directory and renamed into place, so a half-built sysroot is never used.
 """
 
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.devices.base import DeviceError, DeviceSpec, pushable, run_command
+from benchmarks.devices.qemu_cpus import AUXV_PROBE, PI_REQUIREMENTS, PI_SITE, CpuModel, cpuinfo_text, decode_hwcaps, parse_cpu, sme_refusal
 from benchmarks.devices.scratch import make_scratch_dir
 
 DEBIAN_SUITE = "bookworm"  # its python3.11 matches the wheels' cp311 tag and this repo's Python
@@ -57,7 +62,7 @@ WRAPPER = """#!/bin/sh
 # benchmarks/devices/qemu.py; paths are relative to this file so the cache can move.
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd -P)
 root=$(dirname -- "$here")
-export PYTHONNOUSERSITE=1 ALBERT_EDGE_EMULATED=qemu-user
+export PYTHONNOUSERSITE=1 ALBERT_EDGE_EMULATED=qemu-user{env}
 exec "${{QEMU_AARCH64:-qemu-aarch64-static}}" -L "$root/sysroot" -cpu {cpu} -0 "$here/{name}" "$root/sysroot/{target}" "$@"
 """
 
@@ -150,12 +155,13 @@ def _wheel_requirements() -> list[str]:
     return [*pins, *PYTEST_PACKAGES]
 
 
-def _write_wrappers(root: Path) -> None:
+def _write_wrappers(root: Path, cpu: str = QEMU_CPU, pythonpath: str | None = None) -> None:
     bin_dir = root / "bin"
     bin_dir.mkdir(parents=True, exist_ok=True)
+    env = f" PYTHONPATH={pythonpath}" if pythonpath else ""
     for name, target in PROGRAMS.items():
         path = bin_dir / name
-        path.write_text(WRAPPER.format(program=target, cpu=QEMU_CPU, name=name, target=target))
+        path.write_text(WRAPPER.format(program=target, cpu=cpu, name=name, target=target, env=env))
         path.chmod(0o755)
 
 
@@ -184,9 +190,77 @@ def _probe(root: Path, log: Any) -> dict[str, Any]:
     return facts
 
 
+def qemu_binary() -> str:
+    """The qemu-user the wrappers run: $QEMU_AARCH64 (e.g. a newer qemu unpacked from a .deb) or the system's."""
+    return os.environ.get("QEMU_AARCH64") or "qemu-aarch64-static"
+
+
 def qemu_version() -> str:
-    rc, out, _ = run_command(["qemu-aarch64-static", "--version"], 30)
+    rc, out, _ = run_command([qemu_binary(), "--version"], 30)
     return out.splitlines()[0].strip() if rc == 0 and out else "unknown"
+
+
+def _install_pi_site(view_root: Path) -> dict[str, str]:
+    """A board's own site (tflite-runtime 2.14 + numpy < 2) in the view; returns their versions
+    as the emulated Python sees them."""
+    site = view_root / "sysroot" / PI_SITE
+    site.mkdir()
+    platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
+    _run_step(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-warn-conflicts", *platforms,
+         "--implementation", "cp", "--python-version", "3.11", "--only-binary=:all:", "--target", str(site), *PI_REQUIREMENTS],
+        "board Python site: " + " ".join(PI_REQUIREMENTS), 900, lambda m: None,
+    )
+    code = ("import json, importlib.metadata as md, numpy, tflite_runtime.interpreter; "
+            "print(json.dumps({d: md.version(d) for d in ('numpy', 'tflite-runtime')}))")
+    with tempfile.TemporaryDirectory() as home:
+        rc, out, err = run_command([str(view_root / "bin" / "python3"), "-c", code], 300, env=QemuSysroot(view_root).env(Path(home)))
+    if rc != 0:
+        raise DeviceError(f"qemu-aarch64: the board Python site does not import ({(err or out).strip()[-300:]})")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def cpu_view(base: QemuSysroot, cpu: CpuModel, version: str) -> QemuSysroot:
+    """The sysroot as one CPU model sees it, built once per (qemu version, model): links to the
+    base sysroot's files, wrappers that pass `-cpu MODEL`, and a /proc/cpuinfo whose Features
+    are the capability bits this qemu gives that model (read from the emulated auxv)."""
+    vslug = "".join(c if c.isalnum() or c in ".-" else "_" for c in (version.split("(")[0].replace("qemu-aarch64 version", "").strip() or "unknown"))
+    dest = base.root / "cpus" / vslug / cpu.slug
+    if (dest / "stamp.json").is_file():
+        return QemuSysroot(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cpu.slug}.build-", dir=dest.parent))
+    try:
+        view = tmp / "sysroot"
+        view.mkdir()
+        for entry in sorted(base.sysroot.iterdir()):
+            if entry.name != "proc":
+                (view / entry.name).symlink_to(os.path.relpath(entry, view))
+        (view / "proc").mkdir()
+        (view / "proc" / "cpuinfo").write_text((base.sysroot / "proc" / "cpuinfo").read_text())
+        _write_wrappers(tmp, cpu.qemu_arg, f"/{PI_SITE}" if cpu.pi else None)
+        pi_versions = _install_pi_site(tmp) if cpu.pi else None
+        with tempfile.TemporaryDirectory() as home:
+            rc, out, err = run_command([str(tmp / "bin" / "python3"), "-c", AUXV_PROBE], 300, env=QemuSysroot(tmp).env(Path(home)))
+        if rc != 0:
+            raise DeviceError(f"qemu-aarch64: -cpu {cpu.qemu_arg} does not run the sysroot's Python ({(err or out).strip()[-300:]})")
+        hwcap, hwcap2 = json.loads(out.strip().splitlines()[-1])
+        features = decode_hwcaps(int(hwcap), int(hwcap2))
+        (view / "proc" / "cpuinfo").write_text(cpuinfo_text(cpu, features, os.cpu_count() or 4))
+        stamp = {**base.stamp(), "cpu_model": f"{cpu.marketing_name} (qemu-user -cpu {cpu.qemu_arg})", "qemu_cpu": cpu.qemu_arg, "qemu": version,
+                 "hwcaps": features, "hwcap": int(hwcap), "hwcap2": int(hwcap2)}
+        if pi_versions is not None:
+            stamp["versions"] = {**stamp.get("versions", {}), **pi_versions}
+            stamp["python_env"] = f"board Python: /{PI_SITE} ({', '.join(PI_REQUIREMENTS)}) before the sysroot's site-packages"
+        (tmp / "stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process built the same view meanwhile
+            if not (dest / "stamp.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return QemuSysroot(dest)
 
 
 def build_sysroot(root: Path | None = None, force: bool = False, mirror: str | None = None, log: Any = print) -> QemuSysroot:
@@ -259,10 +333,12 @@ class QemuDevice:
     copied to a private work directory (as on a real device) that close() removes."""
 
     python = True
+    emulated = True
 
-    def __init__(self, sysroot: QemuSysroot, name: str = "qemu-aarch64") -> None:
+    def __init__(self, sysroot: QemuSysroot, name: str = "qemu-aarch64", cpu: CpuModel | None = None) -> None:
         self.name = name
         self.sysroot = sysroot
+        self.cpu = cpu or parse_cpu(None)
         self._work = make_scratch_dir("qemu")  # owner-stamped: swept if this process is killed
         self._home = self._work / "home"
         self._home.mkdir()
@@ -278,6 +354,9 @@ class QemuDevice:
             "emulated": True,
             "latency_note": EMULATED_NOTE,
             "runtime_versions": built.get("versions"),
+            "qemu": built.get("qemu"),
+            "qemu_cpu": built.get("qemu_cpu", self.cpu.qemu_arg),
+            "hwcaps": built.get("hwcaps"),
         }
 
     def push(self, local_dir: Path) -> str:
@@ -317,7 +396,12 @@ def open_device(spec: DeviceSpec, **options: Any) -> QemuDevice:
         raise DeviceError(f"qemu-aarch64 is not built at {cache_root()}: run `albert-edge device setup qemu-aarch64` (or .ci/device-setup.sh)")
     if shutil.which("qemu-aarch64-static") is None and not os.environ.get("QEMU_AARCH64"):
         raise DeviceError("qemu-aarch64-static is not installed: apt-get install qemu-user-static")
-    return QemuDevice(found, spec.raw)
+    cpu = parse_cpu(spec.cpu)
+    version = qemu_version()
+    refusal = sme_refusal(cpu, version)
+    if refusal and not os.environ.get("ALBERT_EDGE_QEMU_SME_OK"):
+        raise DeviceError(f"{spec.raw}: refused: {refusal}")
+    return QemuDevice(cpu_view(found, cpu, version), spec.raw, cpu)
 
 
 def cli_setup(args: argparse.Namespace) -> int:

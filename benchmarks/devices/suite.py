@@ -27,32 +27,32 @@ def run_device_tests(
     Works on any Python device (ssh, qemu-aarch64, local)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with scratch_dir("suite") as tmp:
+    with scratch_dir("suite") as tmp:  # kept until the run ends: a local device runs in it
         payload = tmp / "suite"
         shutil.copytree(suite_dir, payload / "device_tests", ignore=_IGNORE)
         shutil.copytree(RUNTIME_PACKAGE, payload / RUNTIME_PACKAGE.name, ignore=_IGNORE)
         shutil.copy2(JSON_REPORT_PLUGIN, payload / "albert_edge_json_report.py")
         remote_suite = device.push(payload)
-    bundle = Path(bundle)
-    if not (bundle / "metadata.json").is_file() and (bundle / "bundle" / "metadata.json").is_file():
-        bundle = bundle / "bundle"  # a bundle artifact directory: the files sit in bundle/
-    remote_bundle = device.push(bundle)
-    report = f"{remote_suite}/device-tests.json"
-    code = (
-        "import os, sys; sys.path.insert(0, sys.argv[1]); os.environ['ALBERT_EDGE_TEST_JSON'] = sys.argv[2]; os.chdir(sys.argv[1]); "
-        "import pytest; sys.exit(pytest.main(sys.argv[3:]))"
-    )
-    rc, out, err = device.run_python(
-        ["-c", code, remote_suite, report, "device_tests", "--bundle", remote_bundle, "-q", "-p", "no:cacheprovider", "-p", "albert_edge_json_report", *pytest_args],
-        timeout,
-    )
-    local = out_dir / "device-tests.json"
-    try:
-        device.pull(report, local)
-    except DeviceError as e:
-        raise DeviceError(f"{device.name}: device_tests wrote no report (pytest exit {rc}): {_tail(err or out)}") from e
-    result = json.loads(local.read_text())
-    result.update({"returncode": rc, "stamp": device.stamp(), "output_tail": (out + err)[-4000:]})
-    local.write_text(json.dumps(result, indent=1))
-    return result
+        bundle = Path(bundle)
+        if not (bundle / "metadata.json").is_file() and (bundle / "bundle" / "metadata.json").is_file():
+            bundle = bundle / "bundle"  # a bundle artifact directory: the files sit in bundle/
+        remote_bundle = device.push(bundle)
+        report = f"{remote_suite}/device-tests.json"
+        code = (
+            "import os, sys; sys.path.insert(0, sys.argv[1]); os.environ['ALBERT_EDGE_TEST_JSON'] = sys.argv[2]; os.chdir(sys.argv[1]); "
+            "import pytest; sys.exit(pytest.main(sys.argv[3:]))"
+        )
+        rc, out, err = device.run_python(
+            ["-c", code, remote_suite, report, "device_tests", "--bundle", remote_bundle, "-q", "-p", "no:cacheprovider", "-p", "albert_edge_json_report", *pytest_args],
+            timeout,
+        )
+        local = out_dir / "device-tests.json"
+        try:
+            device.pull(report, local)
+        except DeviceError as e:
+            raise DeviceError(f"{device.name}: device_tests wrote no report (pytest exit {rc}): {_tail(err or out)}") from e
+        result = json.loads(local.read_text())
+        result.update({"returncode": rc, "stamp": device.stamp(), "output_tail": (out + err)[-4000:]})
+        local.write_text(json.dumps(result, indent=1))
+        return result
 
