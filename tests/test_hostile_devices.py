@@ -137,7 +137,8 @@ def _tree(d: Path) -> dict[str, str]:
     return {str(p.relative_to(d)): _sha(p) for p in sorted(d.rglob("*")) if p.is_file()}
 
 
-FAST = ["--runs", "1", "--warmup", "0", "--seq-len", "16", "--threads", "1", "--runtimes", "onnxruntime"]
+# the bundles here carry no golden vectors: the on-device suite is tested elsewhere (test_fidelity, test_smoke)
+FAST = ["--runs", "1", "--warmup", "0", "--seq-len", "16", "--threads", "1", "--runtimes", "onnxruntime", "--no-device-tests"]
 
 
 def _bench(capsys, *argv: str) -> tuple[int, str]:
