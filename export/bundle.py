@@ -139,7 +139,7 @@ def _golden_rows(ctx: StageContext[Any], tok: Any, rows: int) -> tuple[list[str]
     return [ex.texts[i] for i in idx], enc.subset(idx)
 
 
-@stage("bundle", config=BundleConfig, version="3", inputs=("model", "?teacher", "*"), output="bundle", gated=True, uses_budget=True)
+@stage("bundle", config=BundleConfig, version="4", inputs=("model", "?teacher", "*"), output="bundle", gated=True, uses_budget=True)
 def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
     """Write bundle/: every model file that passes the budget, tokenizer, labels, metadata with sha256s and verdicts, golden vectors, BUNDLE.md."""
     from albert_edge.artifacts import file_hashes, library_versions, sha256_file
@@ -174,7 +174,9 @@ def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
         buckets = variant_buckets(v)
         try:
             verdict = gate.judge(v["name"], out / name, buckets)
-            logits = file_logits(out / name, enc, buckets=buckets or None, threads=ctx.pipeline.threads, pad_id=pad)
+            # batch 1 at the real length (through the buckets), as an app and device_tests run it: a
+            # dynamic-int8 file's activation ranges, and so its logits, depend on the batch around a row
+            logits = file_logits(out / name, enc, buckets=buckets or None, threads=ctx.pipeline.threads, pad_id=pad, batch_size=1)
         except ModelLoadError as err:
             raise StageError(f"{art.step}/{v['name']}: {err}") from None
         ctx.log.info("  %s", verdict.message())
@@ -277,7 +279,7 @@ class _Gate:
         if width not in self.fp32:
             self.fp32[width] = torch_logits(self.model, enc, pad_id=self.pad)
         fp32 = self.fp32[width]
-        logits = file_logits(path, enc, buckets=buckets or None, threads=self.threads, pad_id=self.pad)
+        logits = file_logits(path, enc, buckets=buckets or None, threads=self.threads, pad_id=self.pad, batch_size=1)  # as apps run it
         acc = float((logits.argmax(-1) == np.asarray(enc.labels)).mean())
         agreement = float((logits.argmax(-1) == fp32.argmax(-1)).mean())
         return judge(name, self.budget, accuracy=acc, reference=self.reference, agreement=agreement, rows=len(enc))
