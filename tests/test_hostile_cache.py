@@ -90,7 +90,8 @@ def test_runs_started_together_both_succeed(tmp_path):
 
 
 def test_sigkilled_owners_lease_is_taken_over(tmp_path):
-    y = write_yaml(tmp_path / "p.yaml", TWO_STEP.replace("SLOW", "6"))
+    # long enough that the kill 1 s after "running" always lands mid-build, on any machine
+    y = write_yaml(tmp_path / "p.yaml", TWO_STEP.replace("SLOW", "40"))
     cache = tmp_path / "cache"
     a = _start(y, cache)
     _read_until(a, "slow: running")
