@@ -45,6 +45,21 @@ def pytest_report_header(config) -> str:
     return f"cpu isa: {cpu_isa()}" + (f" (qemu-x86_64 -cpu {emulated.split(',')[0]})" if emulated else "")
 
 
+# Two tiny fine-tunes, the second (`slow`) long enough to kill or wait on; SLOW is its epochs.
+TWO_STEP_TEMPLATE = """\
+defaults:
+  seed: 3
+  threads: 1
+  task: {name: sst2, max_train_rows: 160, max_eval_rows: 40, max_seq_len: 48}
+pipelines:
+  two:
+    model: "config:tiny"
+    stages:
+      - finetune: {id: teacher, train: {epochs: 1, lr: 1.0e-3}}
+      - finetune: {id: slow, start_from: previous, train: {epochs: SLOW, lr: 1.0e-4, evals_per_epoch: 2}}
+"""
+
+
 def write_yaml(path: Path, text: str) -> Path:
     path.write_text(textwrap.dedent(text))
     return path

@@ -16,20 +16,9 @@ from pathlib import Path
 import pytest
 
 from albert_edge.cli import main
-from tests.conftest import TINY_YAML, run_yaml, write_yaml
+from tests.conftest import TINY_YAML, TWO_STEP_TEMPLATE, run_yaml, write_yaml
 
-TWO_STEP = """\
-defaults:
-  seed: 3
-  threads: 1
-  task: {name: sst2, max_train_rows: 160, max_eval_rows: 40, max_seq_len: 48}
-pipelines:
-  two:
-    model: "config:tiny"
-    stages:
-      - finetune: {id: teacher, train: {epochs: 1, lr: 1.0e-3}}
-      - finetune: {id: slow, start_from: previous, train: {epochs: SLOW, lr: 1.0e-4, evals_per_epoch: 2}}
-"""
+TWO_STEP = TWO_STEP_TEMPLATE
 ONE_STEP = TWO_STEP.split("      - finetune: {id: slow")[0]
 
 

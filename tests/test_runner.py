@@ -11,20 +11,9 @@ import time
 from pathlib import Path
 
 from albert_edge.cli import main
-from tests.conftest import run_yaml, write_yaml
+from tests.conftest import TWO_STEP_TEMPLATE, run_yaml, write_yaml
 
-TWO_STEP = """\
-defaults:
-  seed: 3
-  threads: 1
-  task: {name: sst2, max_train_rows: 160, max_eval_rows: 40, max_seq_len: 48}
-pipelines:
-  two:
-    model: "config:tiny"
-    stages:
-      - finetune: {id: teacher, train: {epochs: 1, lr: 1.0e-3}}
-      - finetune: {id: slow, start_from: previous, train: {epochs: 6, lr: 1.0e-4, evals_per_epoch: 2}}
-"""
+TWO_STEP = TWO_STEP_TEMPLATE.replace("SLOW", "6")
 
 
 def statuses(result) -> list[str]:
@@ -77,7 +66,8 @@ def test_tampered_artifact_is_detected_and_rebuilt(tmp_path):
 
 
 def test_sigkill_mid_stage_resumes_there(tmp_path):
-    y = write_yaml(tmp_path / "p.yaml", TWO_STEP)
+    # long enough that the kill 1 s after "running" lands mid-build on any machine
+    y = write_yaml(tmp_path / "p.yaml", TWO_STEP_TEMPLATE.replace("SLOW", "40"))
     cache = tmp_path / "cache"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(
