@@ -16,14 +16,14 @@ from albert_edge.contract import ARTIFACT_KINDS, ArtifactKind, StageFn
 STAGE_MODULES: dict[str, str] = {
     "finetune": "albert_edge.stages.finetune",
     "evaluate": "albert_edge.stages.evaluate",
-    "distill": "compress.distill",
-    "prune": "compress.prune",
-    "quantize": "compress.quantize",
-    "export_onnx": "export.onnx",
-    "export_tflite": "export.tflite",
-    "bundle": "export.bundle",
-    "benchmark": "benchmarks.harness",
-    "report": "benchmarks.report",
+    "distill": "albert_edge.stages.distill",
+    "prune": "albert_edge.stages.prune",
+    "quantize": "albert_edge.stages.quantize",
+    "export_onnx": "albert_edge.stages.export_onnx",
+    "export_tflite": "albert_edge.stages.export_tflite",
+    "bundle": "albert_edge.stages.bundle",
+    "benchmark": "albert_edge.stages.benchmark",
+    "report": "albert_edge.stages.report",
 }
 
 

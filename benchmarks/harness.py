@@ -1,4 +1,4 @@
-"""The benchmark harness behind both the `benchmark` stage and `albert-edge bench`.
+"""The benchmark harness behind both the `benchmark` stage (albert_edge.stages.benchmark) and `albert-edge bench`.
 
 Every (model file, runtime) is measured in its own fresh child process (benchmarks/measure.py),
 one at a time, on the device asked for; each child prints one JSON line that becomes one
@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 
 from albert_edge.artifacts import sha256_file
-from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
-from albert_edge.registry import stage
 from albert_edge.schema import require
 from benchmarks import device_suite, fidelity
 from benchmarks.devices.base import Device, DeviceError, copy_payload, full_stamp, get_device, parse_spec
@@ -609,64 +607,6 @@ def benchmark(
         finally:
             device.close()
     return flag_rows(rows, cfg.cv_threshold)
-
-
-# ---------------------------------------------------------------- the stage
-
-
-@stage("benchmark", config=BenchConfig, version="1", inputs=("bundle", "?teacher", "?model"), output="bench")
-def benchmark_stage(ctx: StageContext[BenchConfig]) -> dict[str, Any]:
-    """Latency, load time, peak memory, size and accuracy of every bundle file on each device."""
-
-    cfg: BenchConfig = ctx.config
-    bundle = find_bundle(ctx.inputs["bundle"].path)
-    try:
-        targets = bundle_targets(bundle)
-    except BundleError as err:
-        raise StageError(str(err)) from None
-    model_art = ctx.inputs.get("model")
-    if "torch" in cfg.runtimes and model_art is not None and model_art.model_dir.is_dir():
-        targets.append(Target("torch-eager", "torch", "fp32", [model_art.model_dir], [None], {}))
-    if not targets:
-        raise StageError(f"{bundle}: no model files to benchmark")
-    with scratch_dir("inputs") as tmp:
-        inputs = stage_inputs(ctx, bundle, model_art, tmp / "inputs.npz")
-        keys = {role: a.key for role, a in ctx.inputs.items() if a is not None and not isinstance(a, list)}
-        extra = {"artifact": ctx.inputs["bundle"].step, "random_weights": bool(ctx.pipeline.random_weights), **run_stamp(ctx.pipeline, keys),
-                 "min_agreement": ctx.pipeline.budget.min_agreement}
-        try:
-            rows = benchmark(targets, inputs, cfg, extra, ctx.log, {"benchmark_model": cfg.benchmark_model}, bundle)
-        except DeviceError as err:
-            raise StageError(str(err)) from None
-    for r in rows:
-        r["teacher_accuracy"] = ctx.teacher_accuracy
-    write_results(rows, ctx.out_dir)
-    ctx.info["results"] = RESULTS
-    return summarise(rows)
-
-
-def stage_inputs(ctx: StageContext[Any], bundle: Path, model_art: Any, dest: Path) -> Path:
-    """The bundle's eval.npz, else the pipeline's eval split tokenised with the bundle's (or the
-    exported model's) tokenizer, with the teacher's predictions for agreement."""
-    from albert_edge.data import encode, read_examples
-    from albert_edge.metrics import load_predictions
-
-    if (bundle / EVAL_NPZ).is_file():
-        shutil.copy2(bundle / EVAL_NPZ, dest)
-        return dest
-    tok_dir = next((p.parent for p in sorted(bundle.rglob("tokenizer_config.json"))), None)
-    if tok_dir is None and model_art is not None:
-        tok_dir = model_art.model_dir
-    if tok_dir is None:
-        ctx.log.info("  no tokenizer in the bundle: timing random token ids, no accuracy")
-        return synthetic_npz(dest, width=max(ctx.config.seq_lens))
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(tok_dir))
-    enc = encode(tok, read_examples(ctx.pipeline.task, "eval"), ctx.pipeline.task.max_seq_len)
-    teacher = ctx.teacher
-    preds = load_predictions(teacher.path if teacher is not None else None)
-    return encoded_to_npz(enc.input_ids, enc.token_type_ids, enc.labels, dest, preds)
 
 
 # ---------------------------------------------------------------- the CLI

@@ -11,18 +11,16 @@ import base64
 import csv
 import html
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from albert_edge.contract import StageContext, StageError
-from albert_edge.registry import stage
-from albert_edge.schema import require
 from albert_edge.stats import format_diff, paired_summary
 from benchmarks.arm_matrix import sections as device_sections
 from benchmarks.harness import RESULTS, flag_rows, read_results, write_results
 
 PLOTS = ("pareto.png", "sizes.png", "latency.png")
+DEFAULT_TITLE = "albert-edge benchmark report"
+DEFAULT_CV_THRESHOLD = 0.15  # rows over it are flagged noisy (re-applied across all results)
 TABLE_COLUMNS = (
     ("variant", "variant"), ("precision", "precision"), ("batch", "batch"), ("seq", "seq_len"), ("threads", "threads"), ("round", "round"),
     ("p50 ms", "p50_ms"), ("p90 ms", "p90_ms"), ("p99 ms", "p99_ms"), ("mean ms", "mean_ms"), ("std ms", "std_ms"), ("cv", "cv"),
@@ -30,18 +28,6 @@ TABLE_COLUMNS = (
     ("RSS growth MB", "rss_growth_mb"), ("size MB", "size_bytes"), ("gzip MB", "gzip_bytes"), ("accuracy", "accuracy"),
     ("agreement", "agreement"), ("acc@128", "acc128"), ("flags", "flags"),
 )
-
-
-@dataclass(frozen=True)
-class ReportConfig:
-    """Collect every benchmark of the run into one report."""
-
-    title: str = "albert-edge benchmark report"
-    cv_threshold: float = 0.15  # rows over it are flagged noisy (re-applied across all results)
-
-    def check(self) -> None:
-        require(0 < self.cv_threshold < 10, "cv_threshold", "a coefficient of variation such as 0.15")
-
 
 
 def seq_order(seq: Any) -> tuple[int, int]:
@@ -384,7 +370,7 @@ def render_html(rows: list[dict[str, Any]], title: str, cv_threshold: float, plo
     return "\n".join(parts)
 
 
-def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = ReportConfig.title, cv_threshold: float = ReportConfig.cv_threshold) -> dict[str, Path]:
+def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = DEFAULT_TITLE, cv_threshold: float = DEFAULT_CV_THRESHOLD) -> dict[str, Path]:
     """Every report file into out_dir; returns name -> path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = flag_rows(rows, cv_threshold)
@@ -418,22 +404,6 @@ def collect_results(path: Path) -> list[dict[str, Any]]:
                 rows += read_results(Path(art) / RESULTS)
         return rows
     raise FileNotFoundError(f"{path}: no results.jsonl, bench artifact or run directory here")
-
-
-@stage("report", config=ReportConfig, version="1", inputs=("*",), output="report")
-def report_stage(ctx: StageContext[ReportConfig]) -> dict[str, Any]:
-    """report.md + self-contained report.html + plots + results.jsonl/csv from every benchmark."""
-
-    rows: list[dict[str, Any]] = []
-    for art in ctx.inputs["*"]:
-        if art.kind == "bench" and (art.path / RESULTS).is_file():
-            rows += read_results(art.path / RESULTS)
-    if not rows:
-        raise StageError("no benchmark results to report: add a `benchmark` step before `report`")
-    write_report(rows, ctx.out_dir, ctx.config.title, ctx.config.cv_threshold)
-    ctx.log.info("  report: %s", ctx.out_dir / "report.html")
-    ctx.info["report"] = "report.html"
-    return {"rows": len(rows), "noisy": sum("noisy" in r["flags"] for r in rows), "int8_slower": sum("int8-slower-than-fp32" in r["flags"] for r in rows)}
 
 
 def cli_report(args: Any) -> int:

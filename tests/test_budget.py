@@ -9,7 +9,7 @@ import pytest
 
 from albert_edge.budget import Budget, drop_points, inc_tolerance, judge, within
 from albert_edge.schema import ConfigError, build
-from compress.quantize import stage_verdict
+from albert_edge.stages.quantize import stage_verdict
 from tests.conftest import TINY_YAML, run_yaml, write_yaml
 
 
@@ -70,7 +70,7 @@ def _miss_tflite(monkeypatch):
     """Every .tflite file misses the budget; ONNX files pass: the mechanism under test is what
     the bundle does with a verdict, independent of any kernel's numbers."""
     from albert_edge.budget import Verdict
-    from export import bundle
+    from albert_edge.stages import bundle
 
     real = bundle._Gate.judge
 

@@ -253,7 +253,7 @@ def test_int8_static_quantises_activations(tflite_art, tiny_model, tmp_path):
 
 def test_config_validation_names_the_field():
     from albert_edge.schema import ConfigError, build
-    from export.tflite import ExportTFLiteConfig
+    from albert_edge.stages.export_tflite import ExportTFLiteConfig
 
     with pytest.raises(ConfigError, match="buckets"):
         build(ExportTFLiteConfig, {"buckets": [32, 32]}, "export_tflite")

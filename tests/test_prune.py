@@ -11,9 +11,9 @@ import torch
 
 from albert_edge.models import count_parameters, load_model, save_model
 from albert_edge.schema import ConfigError, build
+from albert_edge.stages.prune import PruneConfig
 from compress import sparsity as sp
 from compress import structured as st
-from compress.prune import PruneConfig
 from tests.conftest import TINY_YAML, run_yaml, write_yaml
 
 torch.set_num_threads(1)

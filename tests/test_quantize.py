@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from albert_edge.schema import ConfigError, build
+from albert_edge.stages.quantize import QuantizeConfig
 from compress.onnx_graph import initializer_bytes, matmul_report, preoptimize
 from compress.onnx_int8 import QuantSpec, Sensitivity, keep_float_search, quantize_onnx
-from compress.quantize import QuantizeConfig
 from edge_runtime import open_model
 from tests.conftest import run_yaml, write_yaml
 
