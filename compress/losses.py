@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from albert_edge.contract import StageContext
 from albert_edge.data import Encoded
 from albert_edge.schema import require
 from albert_edge.training import model_inputs, predict_logits
@@ -199,13 +198,16 @@ class DistillationLoss:
         return loss
 
 
-def build_loss(ctx: StageContext[Any], cfg: DistillLossConfig, teacher: Any, student: Any, train_enc: Encoded, pad_id: int) -> DistillationLoss:
-    """The loss for a stage: caches teacher logits over `train_enc` when only logits are distilled."""
+def build_loss(cfg: DistillLossConfig, teacher: Any, student: Any, train_enc: Encoded, pad_id: int, *, progress: Any = None,
+               log: Any = None) -> DistillationLoss:
+    """The loss for a stage: caches teacher logits over `train_enc` when only logits are distilled.
+    progress: wraps the caching loop (a stage's `ctx.progress`); log: where the caching time is logged."""
     import time
 
     cache = None
     if cfg.alpha_kd > 0 and cfg.cache_teacher_logits and not cfg.needs_internals:
         t0 = time.perf_counter()
-        cache = TeacherLogitCache(teacher, train_enc, pad_id, progress=ctx.progress)
-        ctx.log.info("  cached teacher logits for %d rows in %.1fs", len(cache), time.perf_counter() - t0)
+        cache = TeacherLogitCache(teacher, train_enc, pad_id, progress=progress)
+        if log is not None:
+            log.info("  cached teacher logits for %d rows in %.1fs", len(cache), time.perf_counter() - t0)
     return DistillationLoss(cfg, teacher, student, cache)

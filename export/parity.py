@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from albert_edge.contract import StageError
 from albert_edge.data import Encoded, batch_indices, pad_batch
 
 FP32_PRECISIONS = ("fp32",)
@@ -169,17 +168,3 @@ def check(
             problems.append(f"argmax agreement {100 * agreement:.2f}% < {100 * min_agreement:.2f}%")
     table = _diff_table(reference, logits, y, atol, fp32)
     return ParityResult(name, precision, not problems, max_diff, agreement, accuracy, ref_acc, len(y), problems, table)
-
-
-def require_parity(results: Sequence[ParityResult]) -> None:
-    """Raise StageError listing every failed file with its table of differing rows."""
-
-    failed = [r for r in results if not r.ok]
-    if not failed:
-        return
-    parts = ["parity check failed for " + ", ".join(r.name for r in failed)]
-    for r in failed:
-        parts.append(r.summary())
-        if r.table:
-            parts.append(r.table)
-    raise StageError("\n".join(parts))

@@ -7,8 +7,9 @@ import pytest
 
 from albert_edge.contract import StageError
 from albert_edge.data import Encoded
+from albert_edge.stages.common import require_parity
 from edge_runtime import ModelLoadError, open_model, pick_bucket
-from export.parity import check, clip_encoded, file_logits, require_parity
+from export.parity import check, clip_encoded, file_logits
 
 
 def _logits(n=40, seed=0):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from albert_edge.contract import StageContext, StageInputError
+from albert_edge.contract import StageContext, StageError, StageInputError
 from albert_edge.data import DataError, Encoded, encode, read_examples
 from albert_edge.metrics import classification_metrics, load_predictions, save_predictions
 from albert_edge.models import count_parameters, load_model, save_model
 from albert_edge.training import predict_logits
+
+if TYPE_CHECKING:
+    from export.parity import ParityResult
 
 
 def task_data(ctx: StageContext[Any], tokenizer: Any, splits: tuple[str, ...] = ("train", "validation", "eval")) -> dict[str, Encoded]:
@@ -59,3 +63,17 @@ def evaluate_and_save(ctx: StageContext[Any], model: Any, tokenizer: Any, data: 
     save_model(model, tokenizer, ctx.out_dir / "model", {"random_weights": ctx.pipeline.random_weights, **(meta or {})})
     save_predictions(ctx.out_dir, logits)
     return metrics
+
+
+def require_parity(results: Sequence[ParityResult]) -> None:
+    """Raise StageError listing every failed file with its table of differing rows."""
+
+    failed = [r for r in results if not r.ok]
+    if not failed:
+        return
+    parts = ["parity check failed for " + ", ".join(r.name for r in failed)]
+    for r in failed:
+        parts.append(r.summary())
+        if r.table:
+            parts.append(r.table)
+    raise StageError("\n".join(parts))

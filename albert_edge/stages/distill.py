@@ -77,7 +77,7 @@ def distill(ctx: StageContext[DistillConfig]) -> dict[str, Any]:
     for note in notes:
         ctx.log.info("  init: %s", note)
     pad = tok.pad_token_id or 0
-    loss = build_loss(ctx, cfg.loss, teacher, student, data["train"], pad)
+    loss = build_loss(cfg.loss, teacher, student, data["train"], pad, progress=ctx.progress, log=ctx.log)
     t_params, s_params = count_parameters(teacher), count_parameters(student)
     ctx.log.info("  student %d params (teacher %d, %.1fx smaller), %d train rows", s_params, t_params, t_params / s_params, len(data["train"]))
     with loss.context(student):

@@ -38,8 +38,8 @@ class ExportOnnxConfig:
 def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
     """Export to ONNX (shared weights kept shared), add the configured offline-optimised graph, time ORT levels, check parity."""
     from albert_edge.models import count_parameters
-    from albert_edge.stages.common import load_input_model, task_data
-    from export.parity import check, file_logits, require_parity, split_accuracies, torch_logits
+    from albert_edge.stages.common import load_input_model, require_parity, task_data
+    from export.parity import check, file_logits, split_accuracies, torch_logits
 
     cfg: ExportOnnxConfig = ctx.config
     model, tok, _ = load_input_model(ctx)

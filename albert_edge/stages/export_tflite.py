@@ -50,9 +50,9 @@ def _file_name(precision: str) -> str:
 @stage("export_tflite", config=ExportTFLiteConfig, version="4", inputs=("model", "?teacher"), output="tflite")
 def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
-    from albert_edge.stages.common import load_input_model, task_data
+    from albert_edge.stages.common import load_input_model, require_parity, task_data
     from edge_runtime import ModelLoadError
-    from export.parity import check, clip_encoded, file_logits, require_parity, split_accuracies, torch_logits
+    from export.parity import check, clip_encoded, file_logits, split_accuracies, torch_logits
 
     cfg: ExportTFLiteConfig = ctx.config
     model, tok, _ = load_input_model(ctx)

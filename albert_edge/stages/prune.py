@@ -121,7 +121,7 @@ def prune(ctx: StageContext[PruneConfig]) -> dict[str, Any]:
     teacher, _, _ = load_model(ctx.inputs["teacher"].model_dir)
     data = task_data(ctx, tok)
     pad = tok.pad_token_id or 0
-    loss = build_loss(ctx, cfg.loss, teacher, model, data["train"], pad)
+    loss = build_loss(cfg.loss, teacher, model, data["train"], pad, progress=ctx.progress, log=ctx.log)
     params_before = count_parameters(model)
     metrics: dict[str, Any] = {"input_accuracy": src.metrics.get("accuracy")}
     total = total_steps(len(data["train"]), cfg.recovery)
