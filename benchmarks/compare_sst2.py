@@ -130,8 +130,13 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         ]
         if "B-eager" in by:  # the same speed targets against the stronger baseline: shown, not the targets' definition
             be = by["B-eager"]
-            checks += [_check(c_label, n, v, ">=", b_x, f">= {b_x}x (stronger B)", issue_target=False)
-                       for n, v in (("p50 @128: B-eager / C", be["p50_128_ms"] / c["p50_128_ms"]), ("p50 @real: B-eager / C", be["p50_real_ms"] / c["p50_real_ms"]))]
+            checks += [
+                _check(c_label, n, v, ">=", b_x, f">= {b_x}x (stronger B)", issue_target=False)
+                for n, v in (
+                    ("p50 @128: B-eager / C", be["p50_128_ms"] / c["p50_128_ms"]),
+                    ("p50 @real: B-eager / C", be["p50_real_ms"] / c["p50_real_ms"]),
+                )
+            ]
     return checks
 
 
@@ -184,7 +189,9 @@ def accuracy_intervals(rows: list[dict[str, Any]], names: dict[str, str]) -> dic
     """Each system's accuracy minus A's on the same eval rows (real lengths), with its paired 95 %
     bootstrap interval and McNemar's p; systems without per-row results are left out."""
     def correct(variant: str) -> str | None:
-        return next((r["correct_real"] for r in rows if r.get("variant") == variant and r.get("seq_len") == "real" and r.get("correct_real")), None)
+        return next(
+            (r["correct_real"] for r in rows if r.get("variant") == variant and r.get("seq_len") == "real" and r.get("correct_real")), None
+        )
 
     base = correct(names["A"])
     out: dict[str, dict[str, Any]] = {}
@@ -208,12 +215,16 @@ def interval_checks(intervals: dict[str, dict[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def render(table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[str, Any], intervals: dict[str, dict[str, Any]] | None = None) -> str:
+def render(
+    table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[str, Any], intervals: dict[str, dict[str, Any]] | None = None
+) -> str:
     """Markdown: one row per system (medians over rounds), accuracy against A with its paired
     interval, then the checks (median and worst round when there are rounds)."""
     intervals = intervals or {}
-    head = ("| system | runtime | accuracy (real len) | vs A, points [95 % CI] p | acc @128 | size MB | p50 @128 ms (range) | p90 @128 ms | "
-            "p50 real ms (range) | p90 real ms | peak RSS MB | RSS growth MB | load ms |")
+    head = (
+        "| system | runtime | accuracy (real len) | vs A, points [95 % CI] p | acc @128 | size MB | p50 @128 ms (range) | p90 @128 ms | "
+        "p50 real ms (range) | p90 real ms | peak RSS MB | RSS growth MB | load ms |"
+    )
     lines = [head, "|" + "---|" * 13]
     for t in table:
         acc128 = f"{100 * t['accuracy_128']:.2f}%" if isinstance(t["accuracy_128"], float) else "-"
@@ -221,20 +232,30 @@ def render(table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict
         r128 = f" ({t['p50_128_range'][0]:.2f}-{t['p50_128_range'][1]:.2f})" if t.get("p50_128_range") else ""
         rreal = f" ({t['p50_real_range'][0]:.2f}-{t['p50_real_range'][1]:.2f})" if t.get("p50_real_range") else ""
         growth = f"{t['rss_growth_mb']:.0f}" if isinstance(t.get("rss_growth_mb"), (int, float)) else "-"
-        lines.append(f"| {t['system']} ({t['variant']}) | {t['runtime']} | {100 * t['accuracy']:.2f}% | {vs_a} | {acc128} | {t['size_mb']:.1f} | "
-                     f"{t['p50_128_ms']:.2f}{r128} | {t['p90_128_ms']:.2f} | {t['p50_real_ms']:.2f}{rreal} | {t['p90_real_ms']:.2f} | "
-                     f"{t['peak_rss_mb']:.0f} | {growth} | {t['load_ms']:.0f} |")
+        lines.append(
+            f"| {t['system']} ({t['variant']}) | {t['runtime']} | {100 * t['accuracy']:.2f}% | {vs_a} | {acc128} | {t['size_mb']:.1f} | "
+            f"{t['p50_128_ms']:.2f}{r128} | {t['p90_128_ms']:.2f} | {t['p50_real_ms']:.2f}{rreal} | {t['p90_real_ms']:.2f} | "
+            f"{t['peak_rss_mb']:.0f} | {growth} | {t['load_ms']:.0f} |"
+        )
     lines += ["", "| C | check | median | worst round | target | met (every round) |", "|---|---|---|---|---|---|"]
     for c in checks:
         median = c["median"] if "median" in c else c["value"]
         worst = f"{c['worst']:g} (round {c['worst_round']})" if "worst" in c else "-"
         lines.append(f"| {c['system']} | {c['check']} | {median:g} | {worst} | {c['target']} | {'yes' if c['ok'] else '**no**'} |")
     rounds = meta.get("rounds", 1)
-    lines += ["", f"Machine: {meta['machine']}; {meta['threads']} threads, batch 1; each runner in its own process; "
-              f"{rounds} interleaved round(s) (every system once per round, in order); {meta['date']}.",
-              "Accuracy differences: paired bootstrap over the eval rows (2000 resamples, seed 0) and McNemar's exact p"
-              + ("" if meta.get("predictions_identical_across_rounds", True) else "; **predictions differed between rounds: intervals use round 1**") + ".",
-              f"Command: `{meta['command']}`"]
+    lines += [
+        "",
+        f"Machine: {meta['machine']}; {meta['threads']} threads, batch 1; each runner in its own process; "
+        f"{rounds} interleaved round(s) (every system once per round, in order); {meta['date']}.",
+        "Accuracy differences: paired bootstrap over the eval rows (2000 resamples, seed 0) and McNemar's exact p"
+        + (
+            ""
+            if meta.get("predictions_identical_across_rounds", True)
+            else "; **predictions differed between rounds: intervals use round 1**"
+        )
+        + ".",
+        f"Command: `{meta['command']}`",
+    ]
     if meta.get("run_id"):
         lines.append(f"Run: `{meta['run_id']}`, commit `{meta.get('git_commit')}`{' (dirty)' if meta.get('git_dirty') else ''}.")
     return "\n".join(lines)
@@ -275,9 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         del teacher_model  # A is measured in its own process from the saved weights
         cs = pick_c(bundle)
         targets = [
-            Target("A-teacher-torch-fp32", "torch", "fp32", [teacher.model_dir], [None], {}),
-            Target("B-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [b_file], [None], {}),
-            Target("B-eager-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [be_file], [None], {}),
+            Target("A-teacher-torch-fp32", "torch", "fp32", [teacher.model_dir], {}),
+            Target("B-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [b_file], {}),
+            Target("B-eager-teacher-onnx-int8-dynamic", "onnx", "int8-dynamic", [be_file], {}),
             *cs.values(),
         ]
         cfg = BenchConfig(devices=("local",), threads=(args.threads,), runs=args.runs, min_secs=args.min_secs, seq_lens=(128,),
@@ -287,8 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(1, args.rounds + 1):
             print(f"round {r}/{args.rounds}", file=sys.stderr)
             rounds.append(benchmark(targets, bundle / "eval.npz", cfg, {**stamp, "bench": "compare-sst2", "round": r}, None))
-        sizes = {"A": (teacher.model_dir / "model.safetensors").stat().st_size, "B": b_file.stat().st_size, "B-eager": be_file.stat().st_size,
-                 **{k: t.size_bytes for k, t in cs.items()}}
+        sizes = {
+            "A": (teacher.model_dir / "model.safetensors").stat().st_size,
+            "B": b_file.stat().st_size,
+            "B-eager": be_file.stat().st_size,
+            **{k: t.size_bytes for k, t in cs.items()},
+        }
     names = {"A": targets[0].name, "B": targets[1].name, "B-eager": targets[2].name, **{k: t.name for k, t in cs.items()}}
     tables = [summarise(rows, names, sizes) for rows in rounds]
     table = median_table(tables)
@@ -296,16 +321,29 @@ def main(argv: list[str] | None = None) -> int:
     checks = combine_rounds([check_targets(t) for t in tables]) + interval_checks(intervals)
     rows = [r for rs in rounds for r in rs]
     machine = rows[0].get("stamp") or {}
-    meta = {"machine": f"{machine.get('arch', platform.machine())} {machine.get('cpu_model')} ({machine.get('cores')} cores, {machine.get('os')}; "
-                       f"ISA {machine.get('isa')})", "threads": args.threads, "rounds": args.rounds,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "seconds": round(time.time() - t0, 1),
-            "command": "python benchmarks/compare_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "teacher": str(teacher.path.name), "bundle": str(bundle_art.path.name), "baseline_b": b_info, "baseline_b_eager": be_info,
-            "predictions_identical_across_rounds": predictions_stable(rounds), **stamp}
+    meta = {
+        "machine": f"{machine.get('arch', platform.machine())} {machine.get('cpu_model')} ({machine.get('cores')} cores, "
+        "{machine.get('os')}; "
+        f"ISA {machine.get('isa')})",
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "seconds": round(time.time() - t0, 1),
+        "command": "python benchmarks/compare_sst2.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "teacher": str(teacher.path.name),
+        "bundle": str(bundle_art.path.name),
+        "baseline_b": b_info,
+        "baseline_b_eager": be_info,
+        "predictions_identical_across_rounds": predictions_stable(rounds),
+        **stamp,
+    }
     text = render(table, checks, meta, intervals)
     print(text)
-    (out_dir / "sst2_compare.json").write_text(json.dumps({"meta": meta, "table": table, "rounds": tables, "intervals": intervals, "checks": checks, "rows": rows},
-                                                          indent=2, default=str))
+    (out_dir / "sst2_compare.json").write_text(
+        json.dumps(
+            {"meta": meta, "table": table, "rounds": tables, "intervals": intervals, "checks": checks, "rows": rows}, indent=2, default=str
+        )
+    )
     (out_dir / "sst2_compare.md").write_text(f"# {args.pipeline} vs the teacher and the one-line int8 baseline\n\n" + text + "\n")
     write_report(rows, out_dir, f"{args.pipeline}: A (teacher) vs B (one-line int8) vs C (albert-edge), {args.rounds} rounds", 0.15)
     return 0 if all(c["ok"] for c in checks if c["issue_target"]) else 1

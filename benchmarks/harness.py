@@ -24,6 +24,7 @@ import numpy as np
 from albert_edge.artifacts import sha256_file
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.schema import require
+from albert_edge.variant import ModelVariant
 from benchmarks import device_suite, fidelity
 from benchmarks.devices.base import Device, DeviceError, copy_payload, full_stamp, get_device, parse_spec
 from benchmarks.devices.scratch import scratch_dir, sweep
@@ -82,8 +83,15 @@ class BenchConfig:
         bad = [r for r in self.runtimes if r not in RUNTIMES]
         require(not bad, "runtimes", f"unknown runtime(s) {bad}", f"choose from {', '.join(RUNTIMES)}")
         require(0 < self.cv_threshold < 10, "cv_threshold", "a coefficient of variation such as 0.15")
-        require(self.accuracy_rows is None or self.accuracy_rows >= 0, "accuracy_rows", f"{self.accuracy_rows}: a row count (0: every eval row)")
-        require(0 < self.timeout_s <= 86400, "timeout_s", f"{self.timeout_s}: a per-row timeout must be over 0 and at most 86400 seconds", "e.g. 900")
+        require(
+            self.accuracy_rows is None or self.accuracy_rows >= 0, "accuracy_rows", f"{self.accuracy_rows}: a row count (0: every eval row)"
+        )
+        require(
+            0 < self.timeout_s <= 86400,
+            "timeout_s",
+            f"{self.timeout_s}: a per-row timeout must be over 0 and at most 86400 seconds",
+            "e.g. 900",
+        )
 
 
 # ---------------------------------------------------------------- bundle discovery
@@ -98,14 +106,12 @@ SKIPPED_PREFIXES = ("runtime unavailable",)  # error rows that say "not here", n
 
 @dataclass
 class Target:
-    """One thing a child process measures: a variant (one file, or the bucket files of one
-    variant), or the PyTorch model directory."""
+    """One thing a child process measures: a variant's model file, or the PyTorch model directory."""
 
     name: str
     format: str  # onnx | tflite | torch
     precision: str
     files: list[Path]
-    seq_lens: list[int | None]
     meta: dict[str, Any]
     _gzip: int | None = None
     sha256: list[str | None] | None = None  # per file, from metadata.json (None: not recorded)
@@ -132,7 +138,9 @@ def _payload(p: Path) -> list[Path]:
         return []
     if not p.is_dir():
         return [p]
-    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES and not f.name.startswith(("tokenizer", "special_tokens")))
+    return sorted(
+        f for f in p.iterdir() if f.is_file() and f.suffix in WEIGHT_SUFFIXES and not f.name.startswith(("tokenizer", "special_tokens"))
+    )
 
 
 def _tree_size(p: Path) -> int:
@@ -178,10 +186,6 @@ def find_bundle(path: Path) -> Path:
     raise FileNotFoundError(f"{path}: no metadata.json and no .onnx/.tflite files here")
 
 
-def _bucket_base(name: str) -> str:
-    return re.sub(r"[-_.]?(s|seq|len)?\d+$", "", name)
-
-
 def safe_file_name(name: object) -> bool:
     """A bundle file entry must be a plain file name: no separators, no `.`/`..`, not absolute."""
     return (
@@ -222,12 +226,9 @@ def _entry_path(bundle: Path, meta_path: Path, key: str, i: int, e: object) -> t
         inside = False
     if not inside:
         raise BundleError(f"{where}: file {name!r} resolves outside the bundle (a symlink?)")
-    for field in ("name", "group", "format", "precision"):
+    for field in ("name", "format", "precision"):
         if e.get(field) is not None and not isinstance(e[field], str):
             raise BundleError(f"{where}: `{field}` must be a string")
-    seq = e.get("seq_len")
-    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-        raise BundleError(f"{where}: `seq_len` must be an integer or null")
     digest = e.get("sha256")
     if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
         raise BundleError(f"{where}: `sha256` is not a sha256 hex digest")
@@ -236,7 +237,6 @@ def _entry_path(bundle: Path, meta_path: Path, key: str, i: int, e: object) -> t
 
 def bundle_targets(bundle: Path) -> list[Target]:
     """Model files listed in metadata.json (`variants`, or `models`), else every .onnx/.tflite.
-    Fixed-shape files of one variant that differ only in sequence length form one target.
     BundleError for metadata that is unreadable or names anything but a file of the bundle."""
     meta_path = bundle / "metadata.json"
     meta = _read_metadata(meta_path) if meta_path.is_file() else {}
@@ -254,20 +254,18 @@ def bundle_targets(bundle: Path) -> list[Target]:
             for p in sorted(bundle.rglob("*"))
             if p.suffix in (".onnx", ".tflite") and p.is_file() and not p.is_symlink() and root in p.resolve().parents
         ]
-    groups: dict[tuple[str, str, str], Target] = {}
+    targets = []
     for e, path in entries:
-        fmt = e.get("format") or path.suffix.lstrip(".")
-        prec = e.get("precision") or _guess_precision(e.get("name", ""))
-        seq = e.get("seq_len")
-        name = e.get("group") or (_bucket_base(e.get("name", path.stem)) if seq else e.get("name", path.stem))
-        key3 = (fmt, prec, name)
-        t = groups.setdefault(key3, Target(name, fmt, prec, [], [], {k: v for k, v in e.items() if k not in ("file", "seq_len", "sha256")}, sha256=[]))
-        t.files.append(path)
-        t.seq_lens.append(seq)
-        t.sha256 = [*(t.sha256 or []), e.get("sha256") or hashes.get(e["file"])]
-        if not path.is_file() and t.problem is None:
-            t.problem = f"missing: metadata.json lists {e['file']} but the bundle has no such file; not measured"
-    return list(groups.values())
+        try:
+            v = ModelVariant.from_dict({"name": path.stem, "format": path.suffix.lstrip("."), "precision": "", **e})
+        except (TypeError, ValueError) as err:
+            raise BundleError(f"{meta_path}: `{key}` entry for {e['file']!r}: {err}") from None
+        meta = {k: val for k, val in e.items() if k not in ("file", "sha256")}
+        t = Target(v.name, v.format, v.precision or _guess_precision(v.name), [path], meta, sha256=[v.sha256 or hashes.get(v.file)])
+        if not path.is_file():
+            t.problem = f"missing: metadata.json lists {v.file} but the bundle has no such file; not measured"
+        targets.append(t)
+    return targets
 
 
 def _guess_precision(stem: str) -> str:
@@ -325,7 +323,9 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def measure_args(model_paths: list[str], runtime: str, threads: int, cfg: BenchConfig, inputs: str, buckets: list[int] | None = None) -> list[str]:
+def measure_args(
+    model_paths: list[str], runtime: str, threads: int, cfg: BenchConfig, inputs: str, buckets: list[int] | None = None
+) -> list[str]:
     """Command line of one measure.py child (after the script path)."""
     args = [a for p in model_paths for a in ("--model", p)]
     args += ["--runtime", runtime, "--threads", str(threads), "--inputs", inputs]
@@ -359,22 +359,42 @@ def correct_string(preds: list[int] | None, labels: np.ndarray | None) -> str | 
     return "".join("1" if p == y else "0" for p, y in zip(preds, np.asarray(labels).tolist()))
 
 
-def rows_from_child(child: dict[str, Any], target: Target, device_stamp: dict[str, Any], data: dict[str, np.ndarray], extra: dict[str, Any]) -> list[dict[str, Any]]:
+def rows_from_child(
+    child: dict[str, Any], target: Target, device_stamp: dict[str, Any], data: dict[str, np.ndarray], extra: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Turn one child's JSON into stamped rows, one per (batch, seq_len); one error row if it failed."""
     labels = data.get("labels")
     teacher = data.get("teacher_preds")
     acc, agr = _accuracy(child.get("preds_real"), labels, teacher)
     fixed = {k: _accuracy(v, labels, teacher) for k, v in (child.get("preds_fixed") or {}).items()}
     base = {
-        "schema": SCHEMA, "variant": target.name, "format": target.format, "precision": target.precision,
-        "files": [f.name for f in target.files], "seq_buckets": child.get("buckets") or [s for s in target.seq_lens if s], "runtime": child.get("runtime"),
-        "runtime_version": child.get("runtime_version"), "threads": child.get("threads"), "device": device_stamp.get("device"),
-        "stamp": device_stamp, "emulated": bool(device_stamp.get("emulated")), "size_bytes": target.size_bytes, "gzip_bytes": target.gzip_bytes,
-        "load_ms": child.get("load_ms"), "rss_baseline_mb": child.get("rss_baseline_mb"), "rss_peak_mb": child.get("rss_peak_mb"),
-        "rss_growth_mb": child.get("rss_growth_mb"), "accuracy": acc, "agreement": agr, "correct_real": correct_string(child.get("preds_real"), labels),
-        "accuracy_fixed": {k: v[0] for k, v in fixed.items()}, "agreement_fixed": {k: v[1] for k, v in fixed.items()},
-        "source": child.get("source", "measure.py"), "error": child.get("error"),
-        "skipped": bool(child.get("skipped") or str(child.get("error") or "").startswith(SKIPPED_PREFIXES)), **extra,
+        "schema": SCHEMA,
+        "variant": target.name,
+        "format": target.format,
+        "precision": target.precision,
+        "files": [f.name for f in target.files],
+        "seq_buckets": child.get("buckets") or [],
+        "runtime": child.get("runtime"),
+        "runtime_version": child.get("runtime_version"),
+        "threads": child.get("threads"),
+        "device": device_stamp.get("device"),
+        "stamp": device_stamp,
+        "emulated": bool(device_stamp.get("emulated")),
+        "size_bytes": target.size_bytes,
+        "gzip_bytes": target.gzip_bytes,
+        "load_ms": child.get("load_ms"),
+        "rss_baseline_mb": child.get("rss_baseline_mb"),
+        "rss_peak_mb": child.get("rss_peak_mb"),
+        "rss_growth_mb": child.get("rss_growth_mb"),
+        "accuracy": acc,
+        "agreement": agr,
+        "correct_real": correct_string(child.get("preds_real"), labels),
+        "accuracy_fixed": {k: v[0] for k, v in fixed.items()},
+        "agreement_fixed": {k: v[1] for k, v in fixed.items()},
+        "source": child.get("source", "measure.py"),
+        "error": child.get("error"),
+        "skipped": bool(child.get("skipped") or str(child.get("error") or "").startswith(SKIPPED_PREFIXES)),
+        **extra,
     }
     if child.get("preds_real") is not None:
         base.update(fidelity.device_metrics(child.get("preds_real"), data))
@@ -398,7 +418,10 @@ def parse_child_output(rc: int, stdout: str, stderr: str, timeout: float | None 
                 return value
             break
     if rc == TIMEOUT_RC and timeout is not None:
-        return {"ok": False, "error": f"timed out after {timeout:g}s (the per-row limit: raise `bench --timeout` or the benchmark stage's timeout_s)"}
+        return {
+            "ok": False,
+            "error": f"timed out after {timeout:g}s (the per-row limit: raise `bench --timeout` or the benchmark stage's timeout_s)",
+        }
     tail = (stderr.strip().splitlines() or ["no output"])[-1][:300]
     return {"ok": False, "error": f"child exited {rc}: {tail}"}
 
@@ -425,7 +448,11 @@ def run_on_device(
         for ti, t in enumerate(targets):
             runtimes = [r for r in FORMAT_RUNTIMES.get(t.format, ()) if r in cfg.runtimes]
             if t.problem:
-                rows.extend(rows_from_child({"ok": False, "runtime": None, "threads": None, "error": t.problem}, t, full_stamp(device, stamp_cache), data, extra))
+                rows.extend(
+                    rows_from_child(
+                        {"ok": False, "runtime": None, "threads": None, "error": t.problem}, t, full_stamp(device, stamp_cache), data, extra
+                    )
+                )
                 if log is not None:
                     log.error("  %s: %s", t.name, t.problem)
                 continue
@@ -436,7 +463,9 @@ def run_on_device(
                         if not device.python:
                             child = _native_benchmark(device, t, paths, rt, threads, cfg)
                         else:
-                            rc, out, err = device.run_python([f"{remote}/measure.py", *measure_args(paths, rt, threads, cfg, f"{remote}/inputs.npz")], cfg.timeout_s)
+                            rc, out, err = device.run_python(
+                                [f"{remote}/measure.py", *measure_args(paths, rt, threads, cfg, f"{remote}/inputs.npz")], cfg.timeout_s
+                            )
                             child = parse_child_output(rc, out, err, cfg.timeout_s)
                     except DeviceError as err:
                         # a dropped connection or a timeout: keep what was measured, say what was lost
@@ -474,14 +503,18 @@ def _host_run(work: Path, rel: dict[str, str], ti: int, t: Target, runtime: str,
     return cache[key]
 
 
-def _attach_device_tests(device: Device, bundle: Path, targets: list[Target], rows: list[dict[str, Any]], cfg: BenchConfig, log: Any) -> None:
+def _attach_device_tests(
+    device: Device, bundle: Path, targets: list[Target], rows: list[dict[str, Any]], cfg: BenchConfig, log: Any
+) -> None:
     """Run the golden-vector suite per runtime and put each file's verdict on its rows."""
     meta = _read_metadata(bundle / "metadata.json") if (bundle / "metadata.json").is_file() else {}
     variants = [v for v in (meta.get("variants") or meta.get("models") or []) if isinstance(v, dict)]
     if not variants:
         return
     # runtimes that measured a file here: one not installed already has its skipped rows
-    runtimes = [rt for rt in cfg.runtimes if rt in device_suite.RUNTIME_FORMAT and any(r.get("runtime") == rt and not r.get("error") for r in rows)]
+    runtimes = [
+        rt for rt in cfg.runtimes if rt in device_suite.RUNTIME_FORMAT and any(r.get("runtime") == rt and not r.get("error") for r in rows)
+    ]
     reports = device_suite.run_suite(device, bundle, runtimes, cfg.timeout_s)
     for rt, report in reports.items():
         verdicts = device_suite.file_verdicts(report, variants, rt)
@@ -499,15 +532,30 @@ def _native_benchmark(device: Device, t: Target, paths: list[str], runtime: str,
     """Devices without Python: LiteRT's benchmark_model per .tflite file (no accuracy there)."""
     bench = getattr(device, "benchmark_model", None)
     if t.format != "tflite" or runtime != "litert" or bench is None:
-        return {"ok": False, "runtime": runtime, "threads": threads, "skipped": True, "error": f"{device.name} runs only .tflite files through benchmark_model"}
+        return {
+            "ok": False,
+            "runtime": runtime,
+            "threads": threads,
+            "skipped": True,
+            "error": f"{device.name} runs only .tflite files through benchmark_model",
+        }
     latency = []
     child: dict[str, Any] = {"ok": True, "runtime": "benchmark_model", "threads": threads, "source": "benchmark_model"}
-    for path, seq in zip(paths, t.seq_lens):
+    for path in paths:
         res = bench(path, threads=threads, runs=cfg.runs, warmup=cfg.warmup, min_secs=cfg.min_secs, timeout=cfg.timeout_s)
         if not res.get("ok"):
             return {**child, "ok": False, "error": res.get("error")}
         child.update({k: res[k] for k in ("load_ms", "rss_peak_mb", "rss_growth_mb", "runtime_version") if res.get(k) is not None})
-        latency.append({"batch": 1, "seq_len": seq, "run_seq_len": seq, **{k: v for k, v in res.items() if k.endswith("_ms") and k != "load_ms"}, "runs": res.get("runs"), "cv": res.get("cv")})
+        latency.append(
+            {
+                "batch": 1,
+                "seq_len": None,
+                "run_seq_len": None,
+                **{k: v for k, v in res.items() if k.endswith("_ms") and k != "load_ms"},
+                "runs": res.get("runs"),
+                "cv": res.get("cv"),
+            }
+        )
     child["latency"] = latency
     return child
 
@@ -519,7 +567,15 @@ def flag_rows(rows: list[dict[str, Any]], cv_threshold: float) -> list[dict[str,
     """Add `flags`: noisy (cv over threshold), int8-slower-than-fp32 (vs its fp32 twin of the same
     format, runtime, device, threads, batch and length), emulated, random-weights, error."""
     def twin_key(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r.get("device"), r.get("format"), r.get("runtime"), r.get("threads"), r.get("batch"), r.get("seq_len"), tuple(r.get("seq_buckets") or ()))
+        return (
+            r.get("device"),
+            r.get("format"),
+            r.get("runtime"),
+            r.get("threads"),
+            r.get("batch"),
+            r.get("seq_len"),
+            tuple(r.get("seq_buckets") or ()),
+        )
 
     fp32 = {twin_key(r): r for r in rows if r.get("precision") == "fp32" and r.get("p50_ms")}
     for r in rows:
@@ -584,7 +640,12 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def benchmark(
-    targets: list[Target], inputs: Path, cfg: BenchConfig, extra: dict[str, Any], log: Any = None, device_options: dict[str, Any] | None = None,
+    targets: list[Target],
+    inputs: Path,
+    cfg: BenchConfig,
+    extra: dict[str, Any],
+    log: Any = None,
+    device_options: dict[str, Any] | None = None,
     bundle: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Every target on every device of the config; rows flagged. With `bundle`, its golden-vector
@@ -685,7 +746,9 @@ def bench_out_dir(given: Path, bundle: Path, out: Path | None) -> Path:
     if out is not None:
         art = _enclosing_artifact(out)
         if art is not None:
-            raise ValueError(f"--out {out} is inside the cached artifact {art}: results there would invalidate it; choose another directory")
+            raise ValueError(
+                f"--out {out} is inside the cached artifact {art}: results there would invalidate it; choose another directory"
+            )
         return out
     if (given / "summary.json").is_file():
         return given / "bench"

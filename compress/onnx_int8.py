@@ -100,7 +100,9 @@ def quantize_onnx(
         return dst
     if (calib is None or len(calib) == 0) and not (cache and cache.is_file()):
         raise ValueError("static int8 needs calibration examples")
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[spec.method]
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[
+        spec.method
+    ]
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibPercentile": spec.percentile}
     reader = calibration_reader(calib, pad_id=pad_id, fixed_shape=spec.method != "minmax") if calib is not None else None
     quantize_static(str(src), str(dst), reader, quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
@@ -224,3 +226,90 @@ def keep_float_search(
         if within_budget(acc):
             return FallbackResult(True, float_nodes, acc, steps)
     return FallbackResult(False, float_nodes, acc, steps)
+
+
+class Int8Error(RuntimeError):
+    """An int8 file could not be made as asked; the message says which file and why."""
+
+
+@dataclass
+class Int8File:
+    """What `int8_with_fallback` made: the all-int8 verdict, the nodes kept float (with why),
+    the fallback's record (None when it did not run) and the file's MatMul audit."""
+
+    first: Any  # the verdict on the all-int8 file (albert_edge.budget.Verdict)
+    float_nodes: list[dict[str, Any]]
+    fallback: dict[str, Any] | None
+    matmuls: Any  # compress.onnx_graph.MatMulReport
+
+
+def int8_with_fallback(
+    pre: Path,
+    dst: Path,
+    spec: QuantSpec,
+    judge: Callable[[Path], Any],
+    *,
+    calib: Encoded | None,
+    pad_id: int,
+    cache: Path | None,
+    work: Path,
+    sensitivity: tuple[Encoded, Callable[[Path], np.ndarray]] | None = None,
+    group_size: int = 4,
+    max_float_nodes: int = 32,
+    log: Any = None,
+    progress: Callable[..., Any] | None = None,
+    strict: bool = True,
+    prebuilt: bool = False,
+) -> Int8File:
+    """Quantise `pre` to `dst`; when `judge(path) -> Verdict` fails it and `sensitivity` is given
+    as (rows, run_file(path) -> logits on those rows), keep the most sensitive nodes float,
+    `group_size` at a time, until the verdict passes or `max_float_nodes` are float.
+    strict: Int8Error when a weight MatMul stays float that no fallback asked for.
+    prebuilt: `dst` was made by another tool (INC): judge and audit it only."""
+    if not prebuilt:
+        quantize_onnx(pre, dst, spec, calib=calib, pad_id=pad_id, cache=cache)
+    first = judge(dst)
+    float_nodes: list[dict[str, Any]] = []
+    record: dict[str, Any] | None = None
+    if not first.passed and sensitivity is not None:
+        rows, run_rows = sensitivity
+        reference = run_rows(pre)
+        cands = quantizable_nodes(pre, spec.mode)
+        if log is not None:
+            log.info(
+                "  %s: %s; ranking %d nodes by sensitivity on %d calibration rows",
+                first.name,
+                "; ".join(first.reasons),
+                len(cands),
+                len(rows),
+            )
+        ranking = rank_sensitivity(pre, work, spec, cands, reference, run_rows, calib=calib, pad_id=pad_id, cache=cache, progress=progress)
+        verdicts: dict[float, Any] = {}
+
+        def build(keep: list[str]) -> float:
+            quantize_onnx(pre, dst, spec, calib=calib, exclude=keep, pad_id=pad_id, cache=cache)
+            v = judge(dst)
+            verdicts[v.accuracy] = v
+            if log is not None:
+                log.info("    %d float node(s): validation accuracy %.2f%%, fp32 agreement %.2f%%", len(keep), 100 * v.accuracy,
+                         100 * (v.agreement or 0))
+            return v.accuracy
+
+        result = keep_float_search(ranking, build, lambda a: verdicts[a].passed, group_size=group_size, max_float_nodes=max_float_nodes)
+        why = f"accuracy-aware fallback on {first.rows} validation rows: all-int8 " + "; ".join(first.reasons)
+        by_node = {s.node: s for s in ranking}
+        float_nodes = [{"node": n, "reason": why, "sensitivity_rank": i + 1, "logit_mse": by_node[n].mse, "argmax_flips": by_node[n].flips}
+                       for i, n in enumerate(result.float_nodes)]
+        record = {"met_budget": result.met, "all_int8": first.as_dict(), "chosen_on": "validation",
+                  "steps": [{"float_nodes": len(s.float_nodes), "val_accuracy": s.accuracy} for s in result.steps],
+                  "ranking": [{"node": s.node, "logit_mse": s.mse, "argmax_flips": s.flips} for s in ranking]}
+        if not result.met and log is not None:
+            log.warning("  %s: fallback ran out of options (%d float nodes) at %.2f%%", first.name, len(result.float_nodes),
+                        100 * result.accuracy)
+    report = matmul_report(dst)
+    kept = {f["node"] for f in float_nodes}
+    stray = [n for n in report.float_weight_nodes if n not in kept]
+    if stray and strict:
+        raise Int8Error(f"{first.name}: the quantizer left {len(stray)} of {report.weight_total} weight MatMuls float that no fallback "
+                        f"asked for ({', '.join(stray[:5])}); was the graph pre-optimised?")
+    return Int8File(first, float_nodes, record, report)

@@ -3,7 +3,7 @@
 Needs only numpy, pytest and one runtime on the device; the edge_runtime package sits beside
 this directory (in the repository and in what run_device_tests pushes).
 Reads what the bundle stage writes: metadata.json (`variants` with file, sha256, size_bytes,
-seq_len, precision and `golden` tolerance; `buckets`; `tokenizer.files`; `golden.file`) and
+buckets, precision and `golden` tolerance; `buckets`; `tokenizer.files`; `golden.file`) and
 golden.json (`rows` of text/input_ids/token_type_ids/label, `expected_logits` per file: the
 host's run of that very file, which the device must reproduce within the tolerance).
 """

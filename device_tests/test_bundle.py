@@ -56,10 +56,10 @@ def test_file_present_and_sha256(bundle, variant):
 
 def test_model_loads(bundle, variant, forced_runtime):
     model = _open(bundle, variant, forced_runtime)
-    if variant.get("seq_len"):
-        assert model.fixed_seq_len == variant["seq_len"], f"file runs at {model.fixed_seq_len} tokens, metadata says {variant['seq_len']}"
     if variant.get("buckets"):
-        assert tuple(model.buckets) == tuple(sorted(variant["buckets"])), f"file has buckets {model.buckets}, metadata says {variant['buckets']}"
+        assert tuple(model.buckets) == tuple(sorted(variant["buckets"])), (
+            f"file has buckets {model.buckets}, metadata says {variant['buckets']}"
+        )
 
 
 def _rows(golden: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -92,11 +92,13 @@ def test_golden_vectors(bundle, variant, metadata, golden, forced_runtime):
     diff = float(np.abs(got_a - want_a).max())
     if tol.get("atol") is not None:
         assert diff <= tol["atol"], f"{variant.get('name')}: max |logit diff| {diff:.3g} > atol {tol['atol']:g}"
-    assert agreement >= tol.get("min_agreement", 1.0), f"{variant.get('name')}: argmax agreement {agreement:.3f} < {tol.get('min_agreement')}"
+    assert agreement >= tol.get("min_agreement", 1.0), (
+        f"{variant.get('name')}: argmax agreement {agreement:.3f} < {tol.get('min_agreement')}"
+    )
 
 
 def test_bucket_selection(metadata):
-    buckets = metadata.get("buckets") or sorted({b for v in variants_of(metadata) for b in (v.get("buckets") or [v.get("seq_len")]) if b})
+    buckets = metadata.get("buckets") or sorted({b for v in variants_of(metadata) for b in (v.get("buckets") or [])})
     if not buckets:
         pytest.skip("bundle has only dynamic-length models (no buckets)")
     top = max(buckets)
@@ -107,10 +109,6 @@ def test_bucket_selection(metadata):
             assert b >= n and all(x < n for x in buckets if x < b), f"length {n} -> bucket {b}: not the smallest that fits"
         else:
             assert b == top
-    # every bucket a fixed-shape format claims has a file
-    for fmt in {v.get("format") for v in variants_of(metadata) if v.get("seq_len")}:
-        seqs = {v["seq_len"] for v in variants_of(metadata) if v.get("format") == fmt and v.get("seq_len")}
-        assert seqs, fmt
 
 
 def _tokenizer(bundle: Path) -> Any:

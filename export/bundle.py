@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from albert_edge.variant import ModelVariant
+
 BUNDLE_DIR = "bundle"
 GOLDEN_FILE = "golden.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model", "vocab.txt")
@@ -26,11 +28,6 @@ GOLDEN_TOLERANCE = {
 def golden_tolerance(precision: str) -> dict[str, float]:
     """The tolerance device tests apply to a variant of this precision."""
     return dict(GOLDEN_TOLERANCE["int8" if precision.startswith("int8") else precision if precision in GOLDEN_TOLERANCE else "int8"])
-
-
-def variant_buckets(v: dict[str, Any]) -> list[int]:
-    """Sequence lengths a bucketed variant accepts (one signature each); [] for a dynamic-shape file."""
-    return sorted(int(b) for b in v.get("buckets") or [])
 
 
 def _lineage(art: Any, by_key: dict[str, Any]) -> set[str]:
@@ -111,18 +108,26 @@ def tokenizer_files(model_dir: Path, dest: Path) -> list[str]:
     return copied
 
 
-def render_bundle_md(variants: list[dict[str, Any]], labels: list[str], tok_files: list[str], buckets: list[int], max_seq_len: int,
+def _bundle_md_row(v: ModelVariant) -> str:
+    """One file's row of BUNDLE.md's table."""
+    shape = "/".join(map(str, v.buckets)) or "dynamic"
+    head = f"| `{v.file}` | {v.format} | {v.precision} | {shape} | {(v.size_bytes or 0) / 1e6:.2f} MB |"
+    if isinstance(v.accuracy, (int, float)) and isinstance(v.agreement, (int, float)):
+        return f"{head} {100 * v.accuracy:.2f}% | {100 * v.agreement:.2f}% |"
+    return f"{head} - | - |"
+
+
+def render_bundle_md(variants: list[ModelVariant], labels: list[str], tok_files: list[str], buckets: list[int], max_seq_len: int,
                      random_weights: bool) -> str:
     """BUNDLE.md: what is in the bundle and minimal inference code, tokenisation included."""
-    onnx_v = next((v for v in variants if v["format"] == "onnx"), None)
-    tfl_v = next((v for v in variants if v["format"] == "tflite"), None)
-    rows = "\n".join(
-        f"| `{v['file']}` | {v['format']} | {v['precision']} | {'/'.join(map(str, variant_buckets(v))) or 'dynamic'} | "
-        f"{v['size_bytes'] / 1e6:.2f} MB | {100 * v['accuracy']:.2f}% | {100 * v['agreement']:.2f}% |"
-        if isinstance(v.get("accuracy"), (int, float)) and isinstance(v.get("agreement"), (int, float)) else
-        f"| `{v['file']}` | {v['format']} | {v['precision']} | {'/'.join(map(str, variant_buckets(v))) or 'dynamic'} | {v['size_bytes'] / 1e6:.2f} MB | - | - |"
-        for v in variants)
-    warn = "\n> **Random weights**: this bundle is for latency and memory measurements only; its predictions mean nothing.\n" if random_weights else ""
+    onnx_v = next((v for v in variants if v.format == "onnx"), None)
+    tfl_v = next((v for v in variants if v.format == "tflite"), None)
+    rows = "\n".join(_bundle_md_row(v) for v in variants)
+    warn = (
+        "\n> **Random weights**: this bundle is for latency and memory measurements only; its predictions mean nothing.\n"
+        if random_weights
+        else ""
+    )
     tok_file = "tokenizer.json" if "tokenizer.json" in tok_files else (tok_files[0] if tok_files else "tokenizer.json")
     bucket_list = ", ".join(map(str, buckets)) or str(max_seq_len)
     parts = [f"""# Model bundle
@@ -157,12 +162,12 @@ types = np.array([enc.type_ids], dtype=np.int64)
 ```python
 {tokenize_py}
 import onnxruntime as ort  # pip install onnxruntime
-sess = ort.InferenceSession("{onnx_v['file']}", providers=["CPUExecutionProvider"])
+sess = ort.InferenceSession("{onnx_v.file}", providers=["CPUExecutionProvider"])
 logits = sess.run(["logits"], {{"input_ids": ids, "attention_mask": mask, "token_type_ids": types}})[0]
 print(labels[int(logits[0].argmax())])
 ```
 """)
-    tfl_file = tfl_v["file"] if tfl_v else "model.tflite"
+    tfl_file = tfl_v.file if tfl_v else "model.tflite"
     parts.append(f"""## Python, LiteRT interpreter
 {'' if tfl_v else chr(10) + '(no .tflite file in this bundle; the same code applies to one built by export_tflite)' + chr(10)}
 ```python

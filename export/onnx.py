@@ -268,12 +268,3 @@ def resolve_optimize(value: str | bool) -> str | None:
     if value is False or value == "none":
         return None
     return str(value)
-
-
-def file_variant(name: str, path: Path, art_dir: Path, precision: str, parity: Any, accuracy: float, **extra: Any) -> dict[str, Any]:
-    """A variant record (schema shared by export and quantize artifacts)."""
-    from albert_edge.artifacts import sha256_file
-
-    return {"name": name, "format": "onnx", "precision": precision, "file": str(path.relative_to(art_dir)), "seq_len": None,
-            "accuracy": accuracy, "agreement": parity.agreement, "max_abs_diff": parity.max_abs_diff,
-            "size_bytes": path.stat().st_size, "sha256": sha256_file(path), "parity_rows": parity.rows, **extra}

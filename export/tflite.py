@@ -218,7 +218,7 @@ def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (3
     buckets = sorted(seq_lens)
     extra = {"weight_granularity": granularity, "interpreters": INT8_COMPAT[granularity]} if precision == "int8-dynamic" else {}
     return {
-        "format": "tflite", "precision": precision, "seq_len": None, "buckets": buckets,
+        "format": "tflite", "precision": precision, "buckets": buckets,
         "signatures": {str(s): signature_name(s) for s in buckets}, "input_dtype": INPUT_DTYPE, "batch": 1,
         "inputs": ["input_ids", "attention_mask", "token_type_ids"], "output": "logits",
         "converter": f"litert-torch {md.version('litert-torch')}" + ("" if precision == "fp32" else " + ai-edge-quantizer"),

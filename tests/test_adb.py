@@ -96,8 +96,8 @@ def _bundle(tmp_path: Path) -> tuple[list[Target], Path]:
     (tmp_path / "b" / "m.onnx").write_bytes(b"\0" * 64)
     ids = np.ones((2, 8), dtype=np.int64)
     np.savez(tmp_path / "in.npz", input_ids=ids, attention_mask=ids, token_type_ids=ids * 0, lengths=np.full(2, 8))
-    targets = [Target("m-int8", "tflite", "int8-dynamic", [tmp_path / "b" / "m-int8.tflite"], [None], {}),
-               Target("m", "onnx", "fp32", [tmp_path / "b" / "m.onnx"], [None], {})]
+    targets = [Target("m-int8", "tflite", "int8-dynamic", [tmp_path / "b" / "m-int8.tflite"], {}),
+               Target("m", "onnx", "fp32", [tmp_path / "b" / "m.onnx"], {})]
     return targets, tmp_path / "in.npz"
 
 
@@ -113,10 +113,16 @@ def test_adb_device_pushes_runs_and_parses(tmp_path):
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert all(c[:2] == ["-s", "R5CT30"] for c in calls)
     pushes = [c[2:] for c in calls if c[2] == "push"]
-    assert [p[2] for p in pushes] == ["/data/local/tmp/albert-edge/run/models/0-0-m-int8.tflite", "/data/local/tmp/albert-edge/benchmark_model"]
+    assert [p[2] for p in pushes] == [
+        "/data/local/tmp/albert-edge/run/models/0-0-m-int8.tflite",
+        "/data/local/tmp/albert-edge/benchmark_model",
+    ]
     assert not any(p[1].endswith(".onnx") for p in pushes)  # only .tflite files go to the phone
     run = next(c for c in calls if "--graph=" in " ".join(c))
-    assert run[2] == "shell" and "/data/local/tmp/albert-edge/benchmark_model --graph=/data/local/tmp/albert-edge/run/models/0-0-m-int8.tflite" in run[3]
+    assert (
+        run[2] == "shell"
+        and "/data/local/tmp/albert-edge/benchmark_model --graph=/data/local/tmp/albert-edge/run/models/0-0-m-int8.tflite" in run[3]
+    )
     assert "--num_threads=4 --num_runs=50 --warmup_runs=2" in run[3]
     assert calls[-1][2:] == ["shell", "rm -rf /data/local/tmp/albert-edge/run"]
     tfl = next(r for r in rows if r["variant"] == "m-int8")

@@ -55,7 +55,7 @@ def test_export_stage_round_trip(exported):
     for v in art.variants():
         f = art.path / v["file"]
         assert f.is_file() and f.stat().st_size == v["size_bytes"]
-        assert v["format"] == "onnx" and v["precision"] == "fp32" and v["seq_len"] is None
+        assert v["format"] == "onnx" and v["precision"] == "fp32" and "seq_len" not in v
         assert v["max_abs_diff"] <= 1e-4 and 0.0 <= v["accuracy"] <= 1.0
     timing = art.info["ort_timing"]
     assert set(timing["level_ms"]) == {"disabled", "basic", "extended", "all"}
@@ -106,7 +106,9 @@ def test_both_exporters_match_torch_and_expose_weights(tmp_path, exporter):
     mask[1, 9:] = 0
     mask[3, 15:] = 0
     with torch.no_grad():
-        ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.zeros_like(torch.tensor(ids))).logits.numpy()
+        ref = model(
+            input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.zeros_like(torch.tensor(ids))
+        ).logits.numpy()
     from edge_runtime import open_model
 
     got = open_model(str(path), threads=1)(ids, mask)

@@ -85,7 +85,7 @@ def test_one_file_per_precision_with_one_signature_per_bucket(tflite_art):
     for v in variants.values():
         path = tflite_art.path / v["file"]
         assert path.is_file() and v["size_bytes"] == path.stat().st_size
-        assert v["format"] == "tflite" and v["seq_len"] is None and v["buckets"] == list(BUCKETS)
+        assert v["format"] == "tflite" and "seq_len" not in v and v["buckets"] == list(BUCKETS)
         assert v["signatures"] == {"32": "seq_32", "64": "seq_64"} and v["input_dtype"] == "int32"
         from ai_edge_litert.interpreter import Interpreter
 
@@ -128,7 +128,9 @@ def test_exported_files_match_torch_independently(tflite_art, tiny_model):
         t = np.zeros_like(x)
         t[0, : len(tt)] = tt
         with torch.no_grad():
-            ref = model(input_ids=torch.from_numpy(x), attention_mask=torch.from_numpy(m), token_type_ids=torch.from_numpy(t)).logits.numpy()
+            ref = model(
+                input_ids=torch.from_numpy(x), attention_mask=torch.from_numpy(m), token_type_ids=torch.from_numpy(t)
+            ).logits.numpy()
         ref_preds.append(int(ref.argmax()))
         for p, f in files.items():
             out = f(x, m, t)
@@ -165,7 +167,9 @@ def test_parity_miss_fails_the_stage_with_a_table(tiny_teacher, tiny_cache, tmp_
         return out
 
     monkeypatch.setattr(parity, "file_logits", flipped)
-    y = write_yaml(tmp_path / "pipelines.yaml", TINY_YAML + "      - export_tflite: {id: tfl_bad, buckets: [32], precisions: [fp32], parity_rows: 8}\n")
+    y = write_yaml(
+        tmp_path / "pipelines.yaml", TINY_YAML + "      - export_tflite: {id: tfl_bad, buckets: [32], precisions: [fp32], parity_rows: 8}\n"
+    )
     result = run_yaml(y, "tiny", tiny_cache)
     assert result.exit_code == 1
     assert "parity check failed for tflite-fp32" in result.error

@@ -66,14 +66,16 @@ def _host_accuracy(path: Path, npz: Path) -> float:
 
     data = np.load(npz)
     m = open_model(str(path), threads=1)
-    preds = [int(m(data["input_ids"][i : i + 1, : n], data["attention_mask"][i : i + 1, : n], data["token_type_ids"][i : i + 1, : n])[0].argmax())
-             for i, n in enumerate(data["lengths"])]
+    preds = [
+        int(m(data["input_ids"][i : i + 1, :n], data["attention_mask"][i : i + 1, :n], data["token_type_ids"][i : i + 1, :n])[0].argmax())
+        for i, n in enumerate(data["lengths"])
+    ]
     return float((np.asarray(preds) == data["labels"]).mean())
 
 
 def test_harness_every_runtime(tiny_bundle, tiny_teacher, tmp_path):
     bundle = find_bundle(tiny_bundle.run_dir)
-    targets = bundle_targets(bundle) + [Target("torch-eager", "torch", "fp32", [tiny_teacher.model_dir], [None], {})]
+    targets = bundle_targets(bundle) + [Target("torch-eager", "torch", "fp32", [tiny_teacher.model_dir], {})]
     npz = _eval_npz(bundle, tmp_path, tiny_teacher)
     cfg = BenchConfig(batch_sizes=(1, 2), **FAST)
     rows = benchmark(targets, npz, cfg, {"artifact": "bundle"})
@@ -125,7 +127,9 @@ def test_child_peak_memory_is_its_own(tmp_path):
     small = model(tmp_path / "small.onnx", 1000)
     big = model(tmp_path / "big.onnx", 10_000_000)  # 80 MB of weights
     ids = np.random.default_rng(0).integers(0, 1000, (4, 16))
-    np.savez(tmp_path / "in.npz", input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids), lengths=np.full(4, 16))
+    np.savez(
+        tmp_path / "in.npz", input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids), lengths=np.full(4, 16)
+    )
     ballast = np.ones(300 * 1024 * 1024 // 8)  # 300 MB held by this (parent) process
     out = {}
     for name, path in (("small", small), ("big", big)):
@@ -143,8 +147,12 @@ def test_unavailable_runtime_is_a_row_not_a_crash(tmp_path):
     ids = np.ones((2, 8), dtype=np.int64)
     np.savez(tmp_path / "in.npz", input_ids=ids, attention_mask=ids, token_type_ids=ids * 0, lengths=np.full(2, 8))
     (tmp_path / "m.tflite").write_bytes(b"\0" * 64)
-    proc = subprocess.run([sys.executable, str(MEASURE), "--model", str(tmp_path / "m.tflite"), "--runtime", "tf.lite", "--inputs", str(tmp_path / "in.npz")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(MEASURE), "--model", str(tmp_path / "m.tflite"), "--runtime", "tf.lite", "--inputs", str(tmp_path / "in.npz")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     res = parse_child_output(proc.returncode, proc.stdout, proc.stderr)
     assert res["ok"] is False and res["error"].startswith("runtime unavailable:")
     res = parse_child_output(1, "", "Traceback ...\nMemoryError")
@@ -180,7 +188,17 @@ def test_device_specs():
 
 
 def test_bench_cli(tiny_bundle, tmp_path, capsys):
-    args = SimpleNamespace(bundle=tmp_path / "nope", device="local", threads=1, runs=3, warmup=1, seq_len=[32], runtimes="onnxruntime", out=tmp_path / "o", benchmark_model=None)
+    args = SimpleNamespace(
+        bundle=tmp_path / "nope",
+        device="local",
+        threads=1,
+        runs=3,
+        warmup=1,
+        seq_len=[32],
+        runtimes="onnxruntime",
+        out=tmp_path / "o",
+        benchmark_model=None,
+    )
     assert cli_bench(args) == 2
     args.bundle = tiny_bundle.run_dir
     assert cli_bench(SimpleNamespace(**{**vars(args), "device": "floppy"})) == 2
@@ -228,7 +246,7 @@ def test_dropped_device_keeps_rows_already_measured(tmp_path):
         def close(self):
             pass
 
-    targets = [Target(f"v{i}", "onnx", "fp32", [f], [None], {}) for i, f in enumerate(onnx_files)]
+    targets = [Target(f"v{i}", "onnx", "fp32", [f], {}) for i, f in enumerate(onnx_files)]
     cfg = BenchConfig(runtimes=("onnxruntime",), threads=(1,))
     rows = run_on_device(Flaky(), targets, npz, cfg, {})
     assert rows[0]["variant"] == "v0" and not rows[0].get("error")
@@ -248,7 +266,7 @@ def test_unavailable_device_is_error_rows_not_a_lost_run(tmp_path, monkeypatch):
     bogus = tmp_path / "m.onnx"
     bogus.write_bytes(b"not an onnx file at all")
     cfg = BenchConfig(devices=("local", "qemu-aarch64"), runtimes=("onnxruntime",), threads=(1,), runs=1, min_secs=0.0, warmup_min_secs=0.0)
-    rows = benchmark([Target("m", "onnx", "fp32", [bogus], [None], {})], npz, cfg, {})
+    rows = benchmark([Target("m", "onnx", "fp32", [bogus], {})], npz, cfg, {})
     by_device = {r["device"].split(":")[0]: r for r in rows}
     assert "device unavailable" in by_device["qemu-aarch64"]["error"] and "qemu-aarch64" in by_device["qemu-aarch64"]["error"]
     assert "load failed" in by_device["local"]["error"]  # the local child ran (and said why the file is bad)

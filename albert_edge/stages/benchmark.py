@@ -29,14 +29,18 @@ def benchmark_stage(ctx: StageContext[BenchConfig]) -> dict[str, Any]:
         raise StageError(str(err)) from None
     model_art = ctx.inputs.get("model")
     if "torch" in cfg.runtimes and model_art is not None and model_art.model_dir.is_dir():
-        targets.append(Target("torch-eager", "torch", "fp32", [model_art.model_dir], [None], {}))
+        targets.append(Target("torch-eager", "torch", "fp32", [model_art.model_dir], {}))
     if not targets:
         raise StageError(f"{bundle}: no model files to benchmark")
     with scratch_dir("inputs") as tmp:
         inputs = stage_inputs(ctx, bundle, model_art, tmp / "inputs.npz")
         keys = {role: a.key for role, a in ctx.inputs.items() if a is not None and not isinstance(a, list)}
-        extra = {"artifact": ctx.inputs["bundle"].step, "random_weights": bool(ctx.pipeline.random_weights), **run_stamp(ctx.pipeline, keys),
-                 "min_agreement": ctx.pipeline.budget.min_agreement}
+        extra = {
+            "artifact": ctx.inputs["bundle"].step,
+            "random_weights": bool(ctx.pipeline.random_weights),
+            **run_stamp(ctx.pipeline, keys),
+            "min_agreement": ctx.pipeline.budget.min_agreement,
+        }
         try:
             rows = benchmark(targets, inputs, cfg, extra, ctx.log, {"benchmark_model": cfg.benchmark_model}, bundle)
         except DeviceError as err:

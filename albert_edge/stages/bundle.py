@@ -17,6 +17,7 @@ from albert_edge.contract import StageContext, StageError
 from albert_edge.data import EVAL_NPZ, encoded_to_npz
 from albert_edge.registry import stage
 from albert_edge.schema import require, to_dict
+from albert_edge.variant import ModelVariant
 from export.bundle import (
     BUNDLE_DIR,
     GOLDEN_FILE,
@@ -27,7 +28,6 @@ from export.bundle import (
     golden_tolerance,
     render_bundle_md,
     tokenizer_files,
-    variant_buckets,
 )
 
 
@@ -52,9 +52,9 @@ def _golden_rows(ctx: StageContext[Any], tok: Any, rows: int) -> tuple[list[str]
     return [ex.texts[i] for i in idx], enc.subset(idx)
 
 
-@stage("bundle", config=BundleConfig, version="4", inputs=("model", "?teacher", "*"), output="bundle", gated=True, uses_budget=True)
+@stage("bundle", config=BundleConfig, version="5", inputs=("model", "?teacher", "*"), output="bundle", gated=True, uses_budget=True)
 def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
-    """Write bundle/: every model file that passes the budget, tokenizer, labels, metadata with sha256s and verdicts, golden vectors, BUNDLE.md."""
+    """Write bundle/: every model file within budget, tokenizer, labels, metadata (sha256s, verdicts), golden vectors, BUNDLE.md."""
     from albert_edge.artifacts import file_hashes, library_versions, sha256_file
     from albert_edge.models import count_parameters
     from albert_edge.stages.common import load_input_model, task_data
@@ -79,42 +79,42 @@ def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
     gate = _Gate.of(ctx, model, task_data(ctx, tok, ("validation",))["validation"], pad)
     clipped_refs: dict[int, np.ndarray] = {}
     taken: set[str] = set()
-    variants, expected, problems, dropped, verdicts = [], {}, [], [], []
-    for art, v in picked:
-        src = art.path / v["file"]
-        name = bundle_name(art, v, taken)
-        shutil.copy2(src, out / name)
-        buckets = variant_buckets(v)
+    variants: list[ModelVariant] = []
+    expected, problems, dropped, verdicts = {}, [], [], []
+    for art, raw in picked:
+        v = ModelVariant.from_dict(raw)
+        name = bundle_name(art, raw, taken)
+        shutil.copy2(art.path / v.file, out / name)
+        buckets = list(v.buckets)
         try:
-            verdict = gate.judge(v["name"], out / name, buckets)
+            verdict = gate.judge(v.name, out / name, buckets)
             # batch 1 at the real length (through the buckets), as an app and device_tests run it: a
             # dynamic-int8 file's activation ranges, and so its logits, depend on the batch around a row
             logits = file_logits(out / name, enc, buckets=buckets or None, threads=ctx.pipeline.threads, pad_id=pad, batch_size=1)
         except ModelLoadError as err:
-            raise StageError(f"{art.step}/{v['name']}: {err}") from None
+            raise StageError(f"{art.step}/{v.name}: {err}") from None
         ctx.log.info("  %s", verdict.message())
         if not verdict.passed:
             verdicts.append(verdict)
             if ctx.budget.on_miss == "drop":
                 (out / name).unlink()
                 taken.discard(name)
-                dropped.append({"name": v["name"], "source_step": art.step, "reasons": list(verdict.reasons), "verdict": verdict.as_dict()})
+                dropped.append({"name": v.name, "source_step": art.step, "reasons": list(verdict.reasons), "verdict": verdict.as_dict()})
                 continue
         ref = reference
         if buckets and max(enc.lengths()) > max(buckets):  # the file truncates: compare with the truncated input
             top = max(buckets)
             ref = clipped_refs.setdefault(top, torch_logits(model, clip_encoded(enc, top), pad_id=pad))
-        res = check(v["name"], ref, logits, enc.labels, precision=v["precision"], atol=1e-4,
-                    min_agreement=golden_tolerance(v["precision"])["min_agreement"])
-        if v["precision"] == "fp32" and v["format"] == "onnx" and not buckets and not res.ok:
+        res = check(v.name, ref, logits, enc.labels, precision=v.precision, atol=1e-4,
+                    min_agreement=golden_tolerance(v.precision)["min_agreement"])
+        if v.precision == "fp32" and v.format == "onnx" and not buckets and not res.ok:
             problems.append(res.summary() + "\n" + res.table)  # a dynamic fp32 file must reproduce the model it claims to be
         expected[name] = np.round(logits, 6).tolist()
-        record = {k: val for k, val in v.items() if k not in ("file", "sha256", "size_bytes")}
-        record.update(file=name, sha256=sha256_file(out / name), size_bytes=(out / name).stat().st_size, source_step=art.step,
-                      source_artifact=art.path.name, quantization=v["precision"], golden=golden_tolerance(v["precision"]),
-                      golden_vs_torch={"max_abs_diff": res.max_abs_diff, "agreement": res.agreement}, verdict=verdict.as_dict(),
-                      **describe_io(out / name))
-        variants.append(record)
+        variants.append(v.with_fields(
+            file=name, sha256=sha256_file(out / name), size_bytes=(out / name).stat().st_size, source_step=art.step,
+            source_artifact=art.path.name, quantization=v.precision, golden=golden_tolerance(v.precision),
+            golden_vs_torch={"max_abs_diff": res.max_abs_diff, "agreement": res.agreement}, verdict=verdict.as_dict(),
+            **describe_io(out / name)))
     if problems:
         raise StageError("bundled fp32 files do not reproduce the model:\n" + "\n".join(problems))
     if not variants:
@@ -127,7 +127,7 @@ def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
               "reference_logits": np.round(reference, 6).tolist(), "expected_logits": expected, "pad_id": pad}
     (out / GOLDEN_FILE).write_text(json.dumps(golden))
     _write_eval_npz(ctx, tok, out / EVAL_NPZ)
-    buckets = sorted({b for v in variants for b in variant_buckets(v)})
+    buckets = sorted({b for v in variants for b in v.buckets})
     (out / "BUNDLE.md").write_text(render_bundle_md(variants, labels, tok_files, buckets, task.max_seq_len, ctx.pipeline.random_weights))
     metadata = {
         "format_version": 1,
@@ -142,7 +142,7 @@ def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
                       "sep_id": tok.sep_token_id, "unk_id": tok.unk_token_id, "lowercase": bool(getattr(tok, "do_lower_case", False))},
         "golden": {"file": GOLDEN_FILE, "rows": len(enc), "tolerance_by_precision": GOLDEN_TOLERANCE,
                    "note": "expected_logits are the host run of each file; compare a device run of that file with them"},
-        "variants": variants,
+        "variants": [v.to_dict() for v in variants],
         "budget": {**to_dict(ctx.budget), "judged_on": "validation", "rows": gate.rows, "teacher_val_accuracy": gate.reference},
         "dropped": dropped,
         "skipped": notes,
@@ -150,8 +150,8 @@ def bundle(ctx: StageContext[BundleConfig]) -> dict[str, Any]:
         "files": file_hashes(out),
     }
     (out / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
-    ctx.info["variants"] = [{**v, "file": f"{BUNDLE_DIR}/{v['file']}"} for v in variants]
-    ctx.log.info("  bundled %d model files (%s), %d golden rows", len(variants), ", ".join(v["file"] for v in variants), len(enc))
+    ctx.info["variants"] = [v.with_fields(file=f"{BUNDLE_DIR}/{v.file}").to_dict() for v in variants]
+    ctx.log.info("  bundled %d model files (%s), %d golden rows", len(variants), ", ".join(v.file for v in variants), len(enc))
     size = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     return {"variants": len(variants), "golden_rows": len(enc), "size_bytes": size, "size_mb": round(size / 1e6, 3),
             "random_weights": metadata["random_weights"], "dropped": [d["name"] for d in dropped],

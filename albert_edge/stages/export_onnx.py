@@ -10,7 +10,8 @@ from typing import Any, Literal
 from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
-from export.onnx import ExportError, check_shared_weights, export_onnx, file_variant, optimize_onnx, resolve_optimize, time_levels
+from albert_edge.variant import ModelVariant
+from export.onnx import ExportError, check_shared_weights, export_onnx, optimize_onnx, resolve_optimize, time_levels
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class ExportOnnxConfig:
         require(self.timing_runs >= 3, "timing_runs", "time at least 3 runs per level")
 
 
-@stage("export_onnx", config=ExportOnnxConfig, version="4", inputs=("model", "?teacher"), output="onnx")
+@stage("export_onnx", config=ExportOnnxConfig, version="5", inputs=("model", "?teacher"), output="onnx")
 def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
     """Export to ONNX (shared weights kept shared), add the configured offline-optimised graph, time ORT levels, check parity."""
     from albert_edge.models import count_parameters
@@ -76,14 +77,27 @@ def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
         ctx.log.info("  %s", res.summary())
         results.append(res)
         accs = split_accuracies(val_logits, val, file_logits(file, enc, threads=ctx.pipeline.threads, pad_id=pad), enc)
-        variants.append(file_variant(name, file, ctx.out_dir, "fp32", res, accs["accuracy"], val_accuracy=accs["val_accuracy"],
-                                     parity_split="validation", exporter=used["exporter"], opset=cfg.opset, **extra))
+        variants.append(ModelVariant.of_file(name, "onnx", "fp32", file, ctx.out_dir, accuracy=accs["accuracy"],
+                                             val_accuracy=accs["val_accuracy"], agreement=res.agreement, max_abs_diff=res.max_abs_diff,
+                                             parity_rows=res.rows, parity_split="validation", exporter=used["exporter"],
+                                             opset=cfg.opset, **extra))
     require_parity(results)
-    ctx.info["variants"] = variants
+    ctx.info["variants"] = [v.to_dict() for v in variants]
     ctx.info["export"] = used
     ctx.info["ort_timing"] = timing
     main = variants[0]
-    return {"accuracy": main["accuracy"], "val_accuracy": main["val_accuracy"], "agreement": main["agreement"],
-            "max_abs_diff": max(r.max_abs_diff for r in results), "parity_rows": len(rows), "size_bytes": main["size_bytes"], "size_mb": round(main["size_bytes"] / 1e6, 3),
-            "exporter": used["exporter"], "export_seconds": used["seconds"], "params": params, **weights,
-            "ort_best_level": timing.get("best_level"), "optimized_level": level or "none"}
+    return {
+        "accuracy": main.accuracy,
+        "val_accuracy": main.val_accuracy,
+        "agreement": main.agreement,
+        "max_abs_diff": max(r.max_abs_diff for r in results),
+        "parity_rows": len(rows),
+        "size_bytes": main.size_bytes,
+        "size_mb": round((main.size_bytes or 0) / 1e6, 3),
+        "exporter": used["exporter"],
+        "export_seconds": used["seconds"],
+        "params": params,
+        **weights,
+        "ort_best_level": timing.get("best_level"),
+        "optimized_level": level or "none",
+    }

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
+from albert_edge.variant import ModelVariant
 from export.tflite import MAX_BUCKET, PRECISIONS, TFLiteExportError, convert_tflite
 
 
@@ -39,15 +40,18 @@ class ExportTFLiteConfig:
         (inputs are truncated to max_seq_len first), so it is a mistake, not a clamp."""
         longest = model.get("max_seq_len")
         if isinstance(longest, int) and max(self.buckets) > longest:
-            raise FieldError("buckets", f"bucket {max(self.buckets)} is longer than task.max_seq_len {longest}",
-                             f"buckets up to {longest}, e.g. {[b for b in (32, 64, 128, 256) if b < longest] + [longest]}, or a larger task.max_seq_len")
+            raise FieldError(
+                "buckets",
+                f"bucket {max(self.buckets)} is longer than task.max_seq_len {longest}",
+                f"buckets up to {longest}, e.g. {[b for b in (32, 64, 128, 256) if b < longest] + [longest]}, or a larger task.max_seq_len",
+            )
 
 
 def _file_name(precision: str) -> str:
     return f"model.{precision}.tflite"
 
 
-@stage("export_tflite", config=ExportTFLiteConfig, version="4", inputs=("model", "?teacher"), output="tflite")
+@stage("export_tflite", config=ExportTFLiteConfig, version="5", inputs=("model", "?teacher"), output="tflite")
 def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
     from albert_edge.stages.common import load_input_model, require_parity, task_data
@@ -86,21 +90,39 @@ def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]
                         min_agreement=ctx.budget.min_agreement)
             ctx.log.info("  %s (%.2f MB, %.1fs)", res.summary(), fields["size_bytes"] / 1e6, fields["seconds"])
             results.append(res)
-            variants.append({"name": f"tflite-{precision}", **fields, "file": path.name,
-                             **split_accuracies(val_logits, val, file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad), enc),
-                             "agreement": res.agreement, "max_abs_diff": res.max_abs_diff, "parity_rows": res.rows,
-                             "parity_split": "validation", "bucket_rule": "smallest bucket >= real length"})
+            variants.append(
+                ModelVariant.from_dict(
+                    {
+                        "name": f"tflite-{precision}",
+                        **fields,
+                        "file": path.name,
+                        **split_accuracies(
+                            val_logits, val, file_logits(path, enc, threads=ctx.pipeline.threads, buckets=buckets, pad_id=pad), enc
+                        ),
+                        "agreement": res.agreement,
+                        "max_abs_diff": res.max_abs_diff,
+                        "parity_rows": res.rows,
+                        "parity_split": "validation",
+                        "bucket_rule": "smallest bucket >= real length",
+                    }
+                )
+            )
     except (TFLiteExportError, ModelLoadError) as err:
         raise StageError(str(err)) from None
     if "fp32" not in cfg.precisions:
         fp32_file.unlink()  # only the precisions asked for stay in the artifact
     require_parity(results)
-    ctx.info["variants"] = variants
+    ctx.info["variants"] = [v.to_dict() for v in variants]
     main = variants[0]
     return {
-        "accuracy": main["accuracy"], "val_accuracy": main["val_accuracy"], "agreement": main["agreement"],
+        "accuracy": main.accuracy,
+        "val_accuracy": main.val_accuracy,
+        "agreement": main.agreement,
         "max_abs_diff": max(r.max_abs_diff for r in results),
-        "parity_rows": len(rows), "buckets": list(buckets), "size_bytes": main["size_bytes"], "size_mb": round(main["size_bytes"] / 1e6, 3),
-        "sizes_mb": {v["precision"]: round(v["size_bytes"] / 1e6, 3) for v in variants},
-        "accuracies": {v["precision"]: v["accuracy"] for v in variants},
+        "parity_rows": len(rows),
+        "buckets": list(buckets),
+        "size_bytes": main.size_bytes,
+        "size_mb": round((main.size_bytes or 0) / 1e6, 3),
+        "sizes_mb": {v.precision: round((v.size_bytes or 0) / 1e6, 3) for v in variants},
+        "accuracies": {v.precision: v.accuracy for v in variants},
     }

@@ -1,20 +1,15 @@
-"""`quantize`: int8 models for each runtime, made by quantising the exported graph.
+"""`quantize`: int8 models for each runtime, made by quantising the exported graph; the stage
+picks inputs, judges every file and writes the records, the int8 work is in the libraries.
 
-- ONNX Runtime dynamic int8 (s8 weights) and static QDQ int8 (u8 activations calibrated on
-  task examples, s8 weights), from the export artifact's fp32 `model.onnx` after ORT
-  basic-level pre-optimisation (without it the quantizer misses ALBERT's shared weights).
-  int8 PyTorch modules (torch.ao, torchao, INC) were seen not to export to small ONNX files,
-  which is why the graph, not the module, is quantised.
-- TFLite dynamic-range / static int8 through `export.tflite.convert_tflite`.
+- ONNX Runtime dynamic int8 and static QDQ int8 (compress.onnx_int8, with the accuracy-aware
+  keep-float fallback), from the export artifact's fp32 `model.onnx` after ORT basic-level
+  pre-optimisation (compress.onnx_graph); `backend: inc`: INC's tuning (compress.onnx_inc).
+- TFLite dynamic-range / static int8 (compress.tflite_int8) from the tflite artifact's fp32 file.
 - Every file gets the every-weight-MatMul-is-int8 audit and a verdict from the budget
   (albert_edge.budget) on the held-out validation rows: accuracy against the teacher's on
   the same rows and argmax agreement with the fp32 model. The eval split is measured once,
   for the report.
-- Accuracy-aware fallback (ONNX): a file that misses gets its most sensitive nodes kept
-  float, a group at a time; the manifest lists them and why.
-- `backend: inc`: Intel Neural Compressor's accuracy-driven tuning with the same budget.
 """
-
 from __future__ import annotations
 
 import shutil
@@ -29,6 +24,7 @@ from albert_edge.budget import Budget, Verdict, inc_tolerance, judge
 from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
+from albert_edge.variant import ModelVariant, variants_of
 from compress.onnx_int8 import PRECISION, CalibMethod, OnnxMode, QuantSpec
 
 TfliteMode = Literal["int8-dynamic", "int8-static"]
@@ -89,13 +85,13 @@ class QuantizeConfig:
         return [f"onnx-{PRECISION[m]}" for m in self.onnx] + [f"tflite-{p}" for p in self.tflite]
 
 
-def fp32_onnx_variant(art: Any) -> dict[str, Any]:
+def fp32_onnx_variant(art: Any) -> ModelVariant:
     """The export artifact's plain fp32 graph (`model.onnx`, not the ORT-optimised copy)."""
 
-    cands = [v for v in art.variants() if v.get("format") == "onnx" and v.get("precision") == "fp32" and not v.get("ort_optimization")]
+    cands = [v for v in variants_of(art) if v.format == "onnx" and v.precision == "fp32" and not v.details.get("ort_optimization")]
     if not cands:
         raise StageError(f"the onnx artifact {art.path.name} lists no plain fp32 ONNX variant to quantise")
-    cands.sort(key=lambda v: v["file"] != "model.onnx")
+    cands.sort(key=lambda v: v.file != "model.onnx")
     return cands[0]
 
 
@@ -128,7 +124,7 @@ class _Eval:
         return judge(name, self.budget, accuracy=acc, reference=self.teacher_accuracy, agreement=agreement, rows=len(self.labels))
 
 
-def _score(ev: _Eval, name: str, precision: str, path: Path, val_logits: np.ndarray, buckets: Any = None) -> tuple[dict[str, Any], Verdict]:
+def _score(ev: _Eval, name: str, path: Path, val_logits: np.ndarray, buckets: Any = None) -> tuple[dict[str, Any], Verdict]:
     """A finished file's verdict on the validation rows, and its eval-split numbers (measured once)."""
     from albert_edge.metrics import classification_metrics
 
@@ -151,106 +147,82 @@ def _log() -> Any:
     return logging.getLogger("albert_edge")
 
 
-def _onnx_variant(ctx: StageContext[Any], ev: _Eval, mode: OnnxMode, pre: Path, src_bytes: int, calib: Any, sens_enc: Any, work: Path) -> dict[str, Any]:
-    """Quantise, audit MatMul coverage, judge on validation, fall back if the verdict fails."""
-    from compress.onnx_graph import matmul_report
-    from compress.onnx_int8 import keep_float_search, quantizable_nodes, quantize_onnx, rank_sensitivity
-    from export.onnx import file_variant
+def _onnx_variant(ctx: StageContext[Any], ev: _Eval, mode: OnnxMode, pre: Path, src_bytes: int, calib: Any, sens_enc: Any,
+                  work: Path) -> ModelVariant:
+    """One ONNX int8 file (compress.onnx_int8, or INC's tuning), judged on validation rows."""
+    from compress.onnx_int8 import Int8Error, int8_with_fallback
 
     cfg: QuantizeConfig = ctx.config
     spec = QuantSpec(mode, cfg.calibration.method, cfg.per_channel, cfg.calibration.percentile)
     name, precision = f"onnx-{PRECISION[mode]}", PRECISION[mode]
     dst = ctx.out_dir / f"model.{precision}.onnx"
     t0 = time.perf_counter()
-    extra: dict[str, Any] = {"backend": cfg.backend, "quantized_from": "model.onnx (ORT basic pre-optimised)", "per_channel": cfg.per_channel}
+    extra: dict[str, Any] = {
+        "backend": cfg.backend,
+        "quantized_from": "model.onnx (ORT basic pre-optimised)",
+        "per_channel": cfg.per_channel,
+    }
     if mode == "static":
         extra["calibration"] = {"method": cfg.calibration.method, "rows": len(calib), "split": "train",
                                 "activations": "uint8", "weights": "int8", "format": "QDQ"}
-    float_nodes: list[dict[str, Any]] = []
-    cache = work / f"ranges.{mode}.json" if mode == "static" else None
     if cfg.backend == "inc":
-        from compress.onnx_inc import inc_tune
+        extra["inc"] = _inc_tune(ev, name, mode, pre, dst, calib, cfg.inc_max_trials)
+    last: dict[str, np.ndarray] = {}
 
-        fp32_acc = float((ev.fp32_logits.argmax(-1) == ev.labels).mean())
-        tol = inc_tolerance(ev.budget, fp32_acc, ev.teacher_accuracy)
-        res = inc_tune(pre, dst, mode, lambda p: ev.verdict(name, ev.logits(p)).accuracy, tolerance=tol,
-                       max_trials=cfg.inc_max_trials, calib=calib, pad_id=ev.pad_id)
-        extra["inc"] = {"met_tolerance": res.met, "tolerable_loss": round(tol, 6), "baseline": res.baseline, "trials": res.trials,
-                        "tuned_on": "validation"}
-        if not dst.is_file():
-            raise StageError(f"{name}: INC tried {len(res.trials)} configs and none kept accuracy within the budget "
-                             f"(trial accuracies {[round(a, 4) for a in res.trials]}, fp32 {res.baseline})")
-    else:
-        quantize_onnx(pre, dst, spec, calib=calib, pad_id=ev.pad_id, cache=cache)
-    logits = ev.logits(dst)
-    first = ev.verdict(name, logits)
-    if cfg.backend == "native" and not first.passed and cfg.fallback.enabled:
-        fb = cfg.fallback
-        sens_ref = ev.logits(pre, enc=sens_enc)
-        cands = quantizable_nodes(pre, mode)
-        ctx.log.info("  %s: %s; ranking %d nodes by sensitivity on %d calibration rows", name, "; ".join(first.reasons),
-                     len(cands), len(sens_enc))
-        ranking = rank_sensitivity(pre, work, spec, cands, sens_ref, lambda p: ev.logits(p, enc=sens_enc), calib=calib,
-                                   pad_id=ev.pad_id, cache=cache, progress=ctx.progress)
-        verdicts: dict[float, Verdict] = {}
+    def judge(path: Path) -> Verdict:
+        last["logits"] = ev.logits(path)
+        return ev.verdict(name, last["logits"])
 
-        def build(keep: list[str]) -> float:
-            quantize_onnx(pre, dst, spec, calib=calib, exclude=keep, pad_id=ev.pad_id, cache=cache)
-            v = ev.verdict(name, ev.logits(dst))
-            verdicts[v.accuracy] = v
-            ctx.log.info("    %d float node(s): validation accuracy %.2f%%, fp32 agreement %.2f%%", len(keep), 100 * v.accuracy,
-                         100 * (v.agreement or 0))
-            return v.accuracy
-
-        result = keep_float_search(ranking, build, lambda a: verdicts[a].passed, group_size=fb.group_size, max_float_nodes=fb.max_float_nodes)
-        why = f"accuracy-aware fallback on {first.rows} validation rows: all-int8 " + "; ".join(first.reasons)
-        by_node = {s.node: s for s in ranking}
-        float_nodes = [{"node": n, "reason": why, "sensitivity_rank": i + 1, "logit_mse": by_node[n].mse, "argmax_flips": by_node[n].flips}
-                       for i, n in enumerate(result.float_nodes)]
-        extra["fallback"] = {"met_budget": result.met, "all_int8": first.as_dict(), "chosen_on": "validation",
-                             "steps": [{"float_nodes": len(s.float_nodes), "val_accuracy": s.accuracy} for s in result.steps],
-                             "ranking": [{"node": s.node, "logit_mse": s.mse, "argmax_flips": s.flips} for s in ranking]}
-        if not result.met:
-            ctx.log.warning("  %s: fallback ran out of options (%d float nodes) at %.2f%%", name, len(result.float_nodes), 100 * result.accuracy)
-        logits = ev.logits(dst)
-    report = matmul_report(dst)
-    kept = {f["node"] for f in float_nodes}
-    stray = [n for n in report.float_weight_nodes if n not in kept]
-    if stray and cfg.backend == "native":
-        raise StageError(f"{name}: the quantizer left {len(stray)} of {report.weight_total} weight MatMuls float that no fallback asked for "
-                         f"({', '.join(stray[:5])}); was the graph pre-optimised?")
-    scores, verdict = _score(ev, name, precision, dst, logits)
+    fallback = cfg.backend == "native" and cfg.fallback.enabled
+    try:
+        made = int8_with_fallback(
+            pre, dst, spec, judge, calib=calib, pad_id=ev.pad_id, cache=work / f"ranges.{mode}.json" if mode == "static" else None,
+            work=work, sensitivity=(sens_enc, lambda p: ev.logits(p, enc=sens_enc)) if fallback else None,
+            group_size=cfg.fallback.group_size, max_float_nodes=cfg.fallback.max_float_nodes, log=ctx.log, progress=ctx.progress,
+            strict=cfg.backend == "native", prebuilt=cfg.backend == "inc")
+    except Int8Error as err:
+        raise StageError(str(err)) from None
+    if made.fallback is not None:
+        extra["fallback"] = made.fallback
+    logits = last["logits"] if made.fallback is None else ev.logits(dst)
+    scores, _ = _score(ev, name, dst, logits)
     size = dst.stat().st_size
-    variant = file_variant(name, dst, ctx.out_dir, precision, _parity_view(verdict, logits, ev), scores["accuracy"], **extra)
-    variant.update(scores, max_abs_diff=None, size_ratio=round(size / src_bytes, 4), matmuls=report.as_dict(), float_nodes=float_nodes,
-                   seconds=round(time.perf_counter() - t0, 2))
+    report = made.matmuls
     ctx.log.info("  %s: %d/%d weight MatMuls int8, %.2f MB (%.3f of fp32)", name, report.weight_int8, report.weight_total,
                  size / 1e6, size / src_bytes)
-    return variant
+    return ModelVariant.of_file(name, "onnx", precision, dst, ctx.out_dir, **extra, **scores, max_abs_diff=None,
+                                size_ratio=round(size / src_bytes, 4), matmuls=report.as_dict(), float_nodes=made.float_nodes,
+                                seconds=round(time.perf_counter() - t0, 2))
 
 
-def _parity_view(verdict: Verdict, logits: np.ndarray, ev: _Eval) -> Any:
-    """The fields file_variant reads from a parity result, from the verdict on validation rows."""
-    from export.parity import ParityResult
+def _inc_tune(ev: _Eval, name: str, mode: OnnxMode, pre: Path, dst: Path, calib: Any, max_trials: int) -> dict[str, Any]:
+    """INC's accuracy-driven tuning within the budget's tolerance; what it tried, for the manifest."""
+    from compress.onnx_inc import inc_tune
 
     fp32_acc = float((ev.fp32_logits.argmax(-1) == ev.labels).mean())
-    return ParityResult(verdict.name, "int8", verdict.passed, float(np.abs(ev.fp32_logits - logits).max()), verdict.agreement or 0.0,
-                        verdict.accuracy, fp32_acc, verdict.rows, list(verdict.reasons))
+    tol = inc_tolerance(ev.budget, fp32_acc, ev.teacher_accuracy)
+    res = inc_tune(pre, dst, mode, lambda p: ev.verdict(name, ev.logits(p)).accuracy, tolerance=tol,
+                   max_trials=max_trials, calib=calib, pad_id=ev.pad_id)
+    if not dst.is_file():
+        raise StageError(f"{name}: INC tried {len(res.trials)} configs and none kept accuracy within the budget "
+                         f"(trial accuracies {[round(a, 4) for a in res.trials]}, fp32 {res.baseline})")
+    return {"met_tolerance": res.met, "tolerable_loss": round(tol, 6), "baseline": res.baseline, "trials": res.trials,
+            "tuned_on": "validation"}
 
 
-def _tflite_variants(ctx: StageContext[Any], ev: _Eval, model: Any, calib: Any) -> list[dict[str, Any]]:
-    """TFLite int8 files from the TFLite writer (from the tflite artifact's fp32 file when there
-    is one, with its buckets), audited and judged through edge_runtime with the smallest-bucket rule."""
+def _tflite_variants(ctx: StageContext[Any], ev: _Eval, model: Any, calib: Any) -> list[ModelVariant]:
+    """TFLite int8 files (compress.tflite_int8; from the tflite artifact's fp32 file when there
+    is one, with its buckets), judged through edge_runtime with the smallest-bucket rule."""
+    from compress.tflite_int8 import tflite_int8_file
     from export.parity import clip_encoded, torch_logits
-    from export.tflite import TFLiteExportError, convert_tflite
-    from export.tflite_audit import matmul_report
+    from export.tflite import TFLiteExportError
 
     cfg: QuantizeConfig = ctx.config
     art = ctx.inputs.get("tflite")
-    fp32 = next((v for v in (art.variants() if art else []) if v.get("precision") == "fp32" and v.get("format") == "tflite"), None)
-    buckets = tuple(sorted(fp32.get("buckets") or [])) if fp32 else ()
+    fp32 = next((v for v in (variants_of(art) if art else []) if v.precision == "fp32" and v.format == "tflite"), None)
+    buckets = fp32.buckets if fp32 else ()
     buckets = buckets or (ctx.pipeline.task.max_seq_len,)
-    float_file = art.path / fp32["file"] if fp32 else None
+    float_file = art.path / fp32.file if fp32 else None
     enc = clip_encoded(ev.enc, buckets[-1])
     clipped = max(ev.enc.lengths()) > buckets[-1]
     view = _Eval(**{**ev.__dict__, "enc": enc, "report_enc": clip_encoded(ev.report_enc, buckets[-1]),
@@ -260,20 +232,17 @@ def _tflite_variants(ctx: StageContext[Any], ev: _Eval, model: Any, calib: Any) 
         name = f"tflite-{precision}"
         path = ctx.out_dir / f"model.{precision}.tflite"
         try:
-            fields = convert_tflite(model, path, seq_lens=buckets, precision=precision, float_file=float_file,  # type: ignore[arg-type]
-                                    calibration=calib if precision == "int8-static" else None, pad_id=ev.pad_id, threads=ev.threads)
+            fields, report = tflite_int8_file(model, path, precision, buckets=buckets, float_file=float_file, calibration=calib,
+                                              pad_id=ev.pad_id, threads=ev.threads)
         except TFLiteExportError as err:
             raise StageError(f"{name}: {err}") from None
-        report = matmul_report(path)
-        if report.float_weight_nodes:
-            raise StageError(f"{name}: {len(report.float_weight_nodes)} of {report.weight_total} weight matmuls stayed float "
-                             f"({', '.join(report.float_weight_nodes[:3])})")
         logits = view.logits(path, buckets=buckets)
-        scores, _ = _score(view, name, precision, path, logits, buckets=buckets)
-        variant = {"name": name, **fields, "file": path.name, **scores, "max_abs_diff": None, "matmuls": report.as_dict(),
-                   "from_float_file": bool(float_file), "bucket_rule": "smallest bucket >= real length"}
-        if fp32:
-            variant["size_ratio"] = round(fields["size_bytes"] / fp32["size_bytes"], 4)
+        scores, _ = _score(view, name, path, logits, buckets=buckets)
+        variant = ModelVariant.from_dict({"name": name, **fields, "file": path.name, **scores, "max_abs_diff": None,
+                                          "matmuls": report.as_dict(), "from_float_file": bool(float_file),
+                                          "bucket_rule": "smallest bucket >= real length"})
+        if fp32 and fp32.size_bytes:
+            variant = variant.with_fields(size_ratio=round(fields["size_bytes"] / fp32.size_bytes, 4))
         ctx.log.info("  %s: %.2f MB, %d/%d weight matmuls int8", name, fields["size_bytes"] / 1e6, report.weight_int8, report.weight_total)
         out.append(variant)
     return out
@@ -288,7 +257,7 @@ def stage_verdict(variants: list[dict[str, Any]], budget: Budget) -> dict[str, A
     return {"passed": passed, "reasons": reasons, "files": len(variants), "missed": [v["name"] for v in misses], "on_miss": budget.on_miss}
 
 
-@stage("quantize", config=QuantizeConfig, version="4", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True,
+@stage("quantize", config=QuantizeConfig, version="5", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True,
        uses_budget=True)
 def quantize(ctx: StageContext[QuantizeConfig]) -> dict[str, Any]:
     """int8 ONNX (dynamic, static QDQ) and TFLite files, audited and judged against the budget on held-out rows."""
@@ -324,7 +293,7 @@ def quantize(ctx: StageContext[QuantizeConfig]) -> dict[str, Any]:
         if missing:
             raise StageError(f"backend: inc needs Intel Neural Compressor: {missing}")
 
-    variants: list[dict[str, Any]] = []
+    variants: list[ModelVariant] = []
     src_bytes = 0
     coverage_before: dict[str, Any] = {}
     work = ctx.out_dir / "_work"
@@ -335,36 +304,47 @@ def quantize(ctx: StageContext[QuantizeConfig]) -> dict[str, Any]:
             if art is None:
                 raise StageError("onnx int8 needs an export_onnx step before quantize (or set onnx: [] for TFLite only)")
             v = fp32_onnx_variant(art)
-            src = art.path / v["file"]
+            src = art.path / v.file
             src_bytes = src.stat().st_size
             pre = preoptimize(src, work / "pre.onnx")
             coverage_before = matmul_report(pre).as_dict()
             ctx.log.info("  quantising %s (%.2f MB, %d weight MatMuls); judged on %d validation rows, reported on %d eval rows",
-                         v["file"], src_bytes / 1e6, coverage_before["weight_matmuls"], len(enc), len(data["eval"]))
+                         v.file, src_bytes / 1e6, coverage_before["weight_matmuls"], len(enc), len(data["eval"]))
             for mode in cfg.onnx:
                 variants.append(_onnx_variant(ctx, ev, mode, pre, src_bytes, calib, sens_enc, work))
         if cfg.tflite:
             variants.extend(_tflite_variants(ctx, ev, model, calib))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    primary_name = cfg.primary or variants[0]["name"]
-    primary = next((v for v in variants if v["name"] == primary_name), variants[0])
-    ctx.info["variants"] = variants
-    ctx.info["primary"] = primary["name"]
-    ctx.info["float_nodes"] = {v["name"]: v.get("float_nodes", []) for v in variants if v.get("float_nodes")}
+    primary_name = cfg.primary or variants[0].name
+    primary = next((v for v in variants if v.name == primary_name), variants[0])
+    records = [v.to_dict() for v in variants]
+    ctx.info["variants"] = records
+    ctx.info["primary"] = primary.name
+    ctx.info["float_nodes"] = {v.name: v.details["float_nodes"] for v in variants if v.details.get("float_nodes")}
     ctx.info["source"] = {"fp32_val_accuracy": fp32_acc, "teacher_val_accuracy": t_acc, "onnx_bytes": src_bytes, "matmuls": coverage_before}
     ctx.info["selection"] = {"choice": "fallback float nodes, INC tuning, verdicts", "made_on": "validation", "validation_rows": len(enc),
                              "reported_on": "eval", "eval_rows": len(data["eval"]), "calibration": "train"}
-    mm = primary.get("matmuls", {})
+    mm = primary.details.get("matmuls", {})
+    teacher_agreement = primary.details.get("teacher_agreement")
     return {
-        "accuracy": primary["accuracy"], "val_accuracy": primary["val_accuracy"], "primary": primary["name"], "macro_f1": primary["macro_f1"],
-        "agreement": primary["teacher_agreement"] if primary["teacher_agreement"] is not None else primary["agreement"],
-        "fp32_agreement": primary["agreement"], "fp32_val_accuracy": fp32_acc,
-        "size_bytes": primary["size_bytes"], "size_mb": round(primary["size_bytes"] / 1e6, 3), "size_ratio": primary.get("size_ratio"),
-        "matmuls_int8": mm.get("weight_matmuls_int8"), "matmuls_total": mm.get("weight_matmuls"),
-        "float_nodes": len(primary.get("float_nodes", [])),
-        "variants": {v["name"]: {"accuracy": v["accuracy"], "val_accuracy": v["val_accuracy"], "size_bytes": v["size_bytes"],
-                                 "passed": v["verdict"]["passed"]} for v in variants},
-        "verdict": stage_verdict(variants, ctx.budget),
+        "accuracy": primary.accuracy,
+        "val_accuracy": primary.val_accuracy,
+        "primary": primary.name,
+        "macro_f1": primary.details.get("macro_f1"),
+        "agreement": teacher_agreement if teacher_agreement is not None else primary.agreement,
+        "fp32_agreement": primary.agreement,
+        "fp32_val_accuracy": fp32_acc,
+        "size_bytes": primary.size_bytes,
+        "size_mb": round((primary.size_bytes or 0) / 1e6, 3),
+        "size_ratio": primary.details.get("size_ratio"),
+        "matmuls_int8": mm.get("weight_matmuls_int8"),
+        "matmuls_total": mm.get("weight_matmuls"),
+        "float_nodes": len(primary.details.get("float_nodes", [])),
+        "variants": {
+            v.name: {"accuracy": v.accuracy, "val_accuracy": v.val_accuracy, "size_bytes": v.size_bytes, "passed": v.passed}
+            for v in variants
+        },
+        "verdict": stage_verdict(records, ctx.budget),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
