@@ -127,8 +127,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if args.all:
         strangers = sorted(p.name for p in root.iterdir() if p.name not in CACHE_ENTRIES)
         if strangers:
-            raise ConfigError("--cache-dir", f"{root} does not look like an albert-edge cache (it holds {', '.join(strangers[:3])}); not removing it",
-                              "point --cache-dir at the cache itself")
+            raise ConfigError(
+                "--cache-dir",
+                f"{root} does not look like an albert-edge cache (it holds {', '.join(strangers[:3])}); not removing it",
+                "point --cache-dir at the cache itself",
+            )
     from albert_edge.artifacts import ArtifactStore
 
     store = ArtifactStore(root / "artifacts")
@@ -160,14 +163,24 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="albert-edge",
-        description="Distill, prune, int8-quantize, export (ONNX, TFLite) and benchmark ALBERT text classifiers for edge devices, from one pipelines.yaml.",
+        description=(
+            "Distill, prune, int8-quantize, export (ONNX, TFLite) and benchmark ALBERT text classifiers for edge devices, from "
+            "one pipelines.yaml."
+        ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"albert-edge {__import__('albert_edge').__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run a pipeline, reusing cached stages", description="Run the named pipeline stage by stage. Completed stages are reused from the cache (content-addressed by config, inputs and code version); a killed run resumes at the stage in flight.")
+    p = sub.add_parser(
+        "run",
+        help="run a pipeline, reusing cached stages",
+        description=(
+            "Run the named pipeline stage by stage. Completed stages are reused from the cache (content-addressed by config, "
+            "inputs and code version); a killed run resumes at the stage in flight."
+        ),
+    )
     _add_pipeline_args(p)
     p.add_argument("--from", dest="from_step", metavar="STEP", help="rebuild this step and every step after it")
     p.add_argument("--until", metavar="STEP", help="stop after this step")
@@ -175,48 +188,115 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging, tracebacks in the log")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="check a pipelines file without running anything", description="Validate every pipeline: stage names, parameter types and values, files that must exist, cross-stage constraints. Errors name the YAML path of the bad key.")
+    p = sub.add_parser(
+        "validate",
+        help="check a pipelines file without running anything",
+        description=(
+            "Validate every pipeline: stage names, parameter types and values, files that must exist, cross-stage constraints. "
+            "Errors name the YAML path of the bad key."
+        ),
+    )
     _add_pipeline_args(p, need_pipeline=False)
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("list", help="list pipelines (and stages)", description="List the pipelines in a file with their model source; --stages also lists every registered stage.")
+    p = sub.add_parser(
+        "list",
+        help="list pipelines (and stages)",
+        description="List the pipelines in a file with their model source; --stages also lists every registered stage.",
+    )
     _add_pipeline_args(p, need_pipeline=False)
     p.add_argument("--stages", action="store_true", help="also list the stages and what they do")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="show a pipeline's cached artifacts and metrics", description="For each step: the cached artifact directory and its metrics, or why it would be rebuilt.")
+    p = sub.add_parser(
+        "show",
+        help="show a pipeline's cached artifacts and metrics",
+        description="For each step: the cached artifact directory and its metrics, or why it would be rebuilt.",
+    )
     _add_pipeline_args(p)
     p.add_argument("--config", action="store_true", help="print each step's resolved config")
     p.add_argument("--no-verify", action="store_true", help="skip sha256 verification (faster)")
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("clean", help="remove half-written, corrupt and replaced artifacts (or everything)", description="Remove leftovers of interrupted runs, artifacts that failed their sha256 check, and artifacts replaced by --force/--from; --all removes the whole cache.")
+    p = sub.add_parser(
+        "clean",
+        help="remove half-written, corrupt and replaced artifacts (or everything)",
+        description=(
+            "Remove leftovers of interrupted runs, artifacts that failed their sha256 check, and artifacts replaced by "
+            "--force/--from; --all removes the whole cache."
+        ),
+    )
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--all", action="store_true", help="remove the whole cache directory")
     p.set_defaults(func=cmd_clean)
 
-    p = sub.add_parser("bench", help="benchmark a bundle on a device", description="Measure latency (p50/p90/p99), load time, peak RSS, size and accuracy of every model file in a bundle, one fresh process per model, on the device given.")
+    p = sub.add_parser(
+        "bench",
+        help="benchmark a bundle on a device",
+        description=(
+            "Measure latency (p50/p90/p99), load time, peak RSS, size and accuracy of every model file in a bundle, one fresh "
+            "process per model, on the device given."
+        ),
+    )
     p.add_argument("bundle", type=Path, help="a bundle directory, or a run directory holding one")
-    p.add_argument("--device", default="local", help="local | ssh://user@host[:port] | adb[:serial] | qemu-aarch64[:cpu, e.g. cortex-a53, neoverse-n1, max,sme=off]")
+    p.add_argument(
+        "--device",
+        default="local",
+        help="local | ssh://user@host[:port] | adb[:serial] | qemu-aarch64[:cpu, e.g. cortex-a53, neoverse-n1, max,sme=off]",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50, help="timed runs per row after warm-up")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--seq-len", type=int, action="append", help="fixed sequence lengths to time (repeatable; default 128)")
     p.add_argument("--runtimes", default="", help="comma list: onnxruntime,litert,tflite-runtime,torch (default: all available)")
-    p.add_argument("--out", type=Path, default=None, help="where results.jsonl goes, never inside a cached artifact (default: RUN/bench for a run directory, CACHE/runs/bench-ARTIFACT for a cached bundle)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="per-row limit: a file x runtime that runs longer is stopped and reported (default 900)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=(
+            "where results.jsonl goes, never inside a cached artifact (default: RUN/bench for a run directory, CACHE/runs/bench-ARTIFACT "
+            "for a cached bundle)"
+        ),
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per-row limit: a file x runtime that runs longer is stopped and reported (default 900)",
+    )
     p.add_argument("--benchmark-model", default=None, help="adb: path of LiteRT's benchmark_model binary")
-    p.add_argument("--accuracy-rows", type=int, default=None, metavar="N", help="eval rows to predict: a seeded sample (default 200 under emulation, all elsewhere; 0: all)")
+    p.add_argument(
+        "--accuracy-rows",
+        type=int,
+        default=None,
+        metavar="N",
+        help="eval rows to predict: a seeded sample (default 200 under emulation, all elsewhere; 0: all)",
+    )
     p.add_argument("--accuracy-seed", type=int, default=0, help="which rows the --accuracy-rows sample holds")
     p.add_argument("--no-device-tests", action="store_true", help="do not run the bundle's golden-vector suite on the device")
     p.set_defaults(func=_lazy("benchmarks.harness", "cli_bench"))
 
-    p = sub.add_parser("report", help="write report.md and report.html from benchmark results", description="Write report.md, a self-contained report.html with plots (Pareto of accuracy vs p50 latency, size bars, latency distributions), results.jsonl and results.csv.")
+    p = sub.add_parser(
+        "report",
+        help="write report.md and report.html from benchmark results",
+        description=(
+            "Write report.md, a self-contained report.html with plots (Pareto of accuracy vs p50 latency, size bars, latency "
+            "distributions), results.jsonl and results.csv."
+        ),
+    )
     p.add_argument("run", type=Path, help="a run directory, a bench artifact, or a results.jsonl")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: beside the results)")
     p.set_defaults(func=_lazy("benchmarks.report", "cli_report"))
 
-    p = sub.add_parser("device", help="prepare a device (qemu-aarch64 sysroot)", description="`albert-edge device setup qemu-aarch64` builds an emulated arm64 Linux sysroot with Python, numpy, onnxruntime and ai-edge-litert once and caches it.")
+    p = sub.add_parser(
+        "device",
+        help="prepare a device (qemu-aarch64 sysroot)",
+        description=(
+            "`albert-edge device setup qemu-aarch64` builds an emulated arm64 Linux sysroot with Python, numpy, onnxruntime and "
+            "ai-edge-litert once and caches it."
+        ),
+    )
     dsub = p.add_subparsers(dest="device_command", metavar="ACTION")
     ds = dsub.add_parser("setup", help="build and cache a device environment")
     ds.add_argument("name", choices=["qemu-aarch64"])

@@ -264,7 +264,13 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             raise _fail(file, line_of(data, "version"), "version", f"{version!r} is not a supported version",
                         f"supported: {', '.join(map(str, SUPPORTED_VERSIONS))}")
     if not data["pipelines"]:
-        raise _fail(file, line_of(data, "pipelines"), "pipelines", "no pipelines defined", "add one: `pipelines: {name: {model: ..., stages: [...]}}`")
+        raise _fail(
+            file,
+            line_of(data, "pipelines"),
+            "pipelines",
+            "no pipelines defined",
+            "add one: `pipelines: {name: {model: ..., stages: [...]}}`",
+        )
     for name in data["pipelines"]:
         try:
             safe_name(name, "pipeline name")
@@ -321,7 +327,9 @@ def _resolve_raw(data: dict[str, Any], name: str, chain: tuple[str, ...] = ()) -
         merged = copy.deepcopy({k: v for k, v in raw.items() if k not in ("set", "drop", "append")})
     stages_raw = merged.get("stages") or []
     if not isinstance(stages_raw, list):
-        raise ConfigError(f"{path}.stages", f"expected a list of steps, got {short_repr(stages_raw)}", "stages: [finetune, {evaluate: {...}}]")
+        raise ConfigError(
+            f"{path}.stages", f"expected a list of steps, got {short_repr(stages_raw)}", "stages: [finetune, {evaluate: {...}}]"
+        )
     stages = list(stages_raw)
     ids = [_step_id(s) for s in stages]
     set_ = _typed(raw.get("set"), dict, f"{path}.set", "a mapping of step id -> parameters", "set: {finetune: {train: {epochs: 1}}}")
@@ -362,7 +370,9 @@ def _check_file(path: str, yaml_path: str, what: str) -> None:
         raise ConfigError(yaml_path, f"{what} {path!r} does not exist", "check the path (relative paths are from the current directory)")
 
 
-def _check_inputs_exist(roles: tuple[str, ...], explicit: dict[str, Any], kinds: list[str], teacher: Any, earlier: set[str], path: str) -> None:
+def _check_inputs_exist(
+    roles: tuple[str, ...], explicit: dict[str, Any], kinds: list[str], teacher: Any, earlier: set[str], path: str
+) -> None:
     """Each required input role has an earlier step to come from (as the runner resolves it),
     so a pipeline that cannot run fails validation instead of stopping mid-run."""
     for role in roles:
@@ -389,7 +399,11 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
         raise ConfigError(f"{path}.description", f"expected a string, got {short_repr(description)}")
     model = raw.get("model")
     if not isinstance(model, str) or not model:
-        raise ConfigError(f"{path}.model", f"missing model source (got {short_repr(model)})", "e.g. packaged:minilm-l6, hf:albert-base-v2, config:albert-base-v2")
+        raise ConfigError(
+            f"{path}.model",
+            f"missing model source (got {short_repr(model)})",
+            "e.g. packaged:minilm-l6, hf:albert-base-v2, config:albert-base-v2",
+        )
     try:
         source_info = models.describe_source(model)
     except FieldError as err:
@@ -404,7 +418,10 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
     threads = raw.get("threads", 2)
     for key, val in (("seed", seed), ("threads", threads)):
         if not isinstance(val, int) or isinstance(val, bool) or val < (1 if key == "threads" else 0) or val >= 2**32:
-            raise ConfigError(f"{path}.{key}", f"expected {'a positive' if key == 'threads' else 'a non-negative'} integer below 2**32, got {short_repr(val)}")
+            raise ConfigError(
+                f"{path}.{key}",
+                f"expected {'a positive' if key == 'threads' else 'a non-negative'} integer below 2**32, got {short_repr(val)}",
+            )
     budget = build(Budget, raw.get("budget"), f"{path}.budget")
     stages_raw = raw.get("stages")
     if stages_raw is not None and not isinstance(stages_raw, list):
@@ -426,13 +443,19 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
         elif isinstance(entry, dict) and len(entry) == 1:
             (stage_name, params), = entry.items()
             if params is not None and not isinstance(params, dict):
-                raise ConfigError(f"{spath}.{stage_name}", f"expected a mapping of parameters, got {short_repr(params)}", f"e.g. {{{stage_name}: {{id: ...}}}}")
+                raise ConfigError(
+                    f"{spath}.{stage_name}",
+                    f"expected a mapping of parameters, got {short_repr(params)}",
+                    f"e.g. {{{stage_name}: {{id: ...}}}}",
+                )
             params = dict(params or {})
         else:
             raise ConfigError(spath, "a step is `name` or `{name: {params}}`")
         if stage_name not in STAGE_MODULES:
             close = difflib.get_close_matches(str(stage_name), list(STAGE_MODULES), n=1)
-            raise ConfigError(f"{spath}.{stage_name}", "unknown stage", f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(STAGE_MODULES)}")
+            raise ConfigError(
+                f"{spath}.{stage_name}", "unknown stage", f"did you mean {close[0]!r}?" if close else f"stages: {', '.join(STAGE_MODULES)}"
+            )
         step_id = params.pop("id", stage_name)
         if isinstance(step_id, int) and not isinstance(step_id, bool):
             step_id = str(step_id)
@@ -443,7 +466,13 @@ def resolve_pipeline(data: dict[str, Any], name: str, source_file: str = "") -> 
         if step_id in seen:
             raise ConfigError(f"{spath}.{stage_name}.id", f"duplicate step id {step_id!r}", "give repeated stages distinct `id`s")
         seen.add(step_id)
-        inputs = _typed(params.pop("inputs", None), dict, f"{spath}.{stage_name}.inputs", "a mapping of role -> earlier step id", "inputs: {teacher: teacher}")
+        inputs = _typed(
+            params.pop("inputs", None),
+            dict,
+            f"{spath}.{stage_name}.inputs",
+            "a mapping of role -> earlier step id",
+            "inputs: {teacher: teacher}",
+        )
         step_seed = params.pop("seed", None)
         if step_seed is not None and (not isinstance(step_seed, int) or isinstance(step_seed, bool) or not 0 <= step_seed < 2**32):
             raise ConfigError(f"{spath}.{stage_name}.seed", f"expected an integer in 0..2**32-1, got {short_repr(step_seed)}")

@@ -340,7 +340,9 @@ def batch_indices(lengths: list[int], batch_size: int, shuffle: bool, seed: int 
     return batches
 
 
-def encoded_to_npz(input_ids: list[list[int]], token_type_ids: list[list[int]], labels: list[int], path: Path, teacher_preds: list[int] | None = None) -> Path:
+def encoded_to_npz(
+    input_ids: list[list[int]], token_type_ids: list[list[int]], labels: list[int], path: Path, teacher_preds: list[int] | None = None
+) -> Path:
     """The tokenised eval set as fixed arrays a numpy-only device can read (pad id 0, mask 0)."""
     import numpy as np
 
@@ -353,7 +355,13 @@ def encoded_to_npz(input_ids: list[list[int]], token_type_ids: list[list[int]], 
         ids[i, : len(row)] = row
         tt[i, : len(row)] = token_type_ids[i]
         mask[i, : len(row)] = 1
-    arrays = {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt, "lengths": np.asarray([len(r) for r in input_ids], dtype=np.int64), "labels": np.asarray(labels, dtype=np.int64)}
+    arrays = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": tt,
+        "lengths": np.asarray([len(r) for r in input_ids], dtype=np.int64),
+        "labels": np.asarray(labels, dtype=np.int64),
+    }
     if teacher_preds is not None and len(teacher_preds) == n:
         arrays["teacher_preds"] = np.asarray(teacher_preds, dtype=np.int64)
     np.savez(path, **arrays)

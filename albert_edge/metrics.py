@@ -12,7 +12,9 @@ import numpy as np
 PREDICTIONS_FILE = "predictions.json"
 
 
-def classification_metrics(labels: Sequence[int], preds: Sequence[int], num_labels: int = 2, teacher_preds: Sequence[int] | None = None) -> dict[str, Any]:
+def classification_metrics(
+    labels: Sequence[int], preds: Sequence[int], num_labels: int = 2, teacher_preds: Sequence[int] | None = None
+) -> dict[str, Any]:
     """accuracy, macro-F1, confusion matrix (rows: true, cols: predicted), teacher agreement."""
     y = np.asarray(labels)
     p = np.asarray(preds)

@@ -40,7 +40,9 @@ MINILM_L6 = {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 
 def _split(source: str) -> tuple[str, str]:
     kind, sep, rest = source.partition(":")
     if not sep or kind not in ("hf", "packaged", "config"):
-        raise FieldError("model", f"{source!r} is not a model source", "use hf:<id or dir>, packaged:minilm-l6 or config:<name|file.json|{json}>")
+        raise FieldError(
+            "model", f"{source!r} is not a model source", "use hf:<id or dir>, packaged:minilm-l6 or config:<name|file.json|{json}>"
+        )
     return kind, rest
 
 
@@ -92,7 +94,9 @@ def _read_json_file(path: Path, what: str) -> Any:
     except OSError as err:
         raise FieldError("model", f"{what} {str(path)!r} cannot be read ({err.strerror})") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise FieldError("model", f"{what} {str(path)!r} is larger than {MAX_CONFIG_BYTES >> 10} KiB", "a model config is a small JSON object")
+        raise FieldError(
+            "model", f"{what} {str(path)!r} is larger than {MAX_CONFIG_BYTES >> 10} KiB", "a model config is a small JSON object"
+        )
     try:
         return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -110,7 +114,11 @@ def describe_source(source: str) -> dict[str, Any]:
         return {"kind": kind, "random_weights": False, **MINILM_L6}
     if kind == "config":
         cfg = _config_dict(rest)
-        return {"kind": kind, "random_weights": True, **{k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")}}
+        return {
+            "kind": kind,
+            "random_weights": True,
+            **{k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")},
+        }
     if not rest:
         raise FieldError("model", "hf: needs a hub id or a local directory")
     local = _local_path(rest)
@@ -118,7 +126,12 @@ def describe_source(source: str) -> dict[str, Any]:
         cfg = _read_json_file(local / "config.json", "model config")
         if not isinstance(cfg, dict):
             raise FieldError("model", f"{str(local / 'config.json')!r} is not a JSON object")
-        return {"kind": kind, "random_weights": False, "num_hidden_layers": cfg.get("num_hidden_layers"), "hidden_size": cfg.get("hidden_size")}
+        return {
+            "kind": kind,
+            "random_weights": False,
+            "num_hidden_layers": cfg.get("num_hidden_layers"),
+            "hidden_size": cfg.get("hidden_size"),
+        }
     if rest.startswith((".", "/", "~")):
         raise FieldError("model", f"local model directory {rest!r} does not exist or has no config.json")
     return {"kind": kind, "random_weights": False}
@@ -227,7 +240,9 @@ def load_source(source: str, num_labels: int = 2, seed: int = 0) -> tuple[Any, A
     else:
         tok = AutoTokenizer.from_pretrained(rest)
         # safetensors only: a pickled checkpoint (pytorch_model.bin) can run code when loaded
-        model = AutoModelForSequenceClassification.from_pretrained(rest, num_labels=num_labels, ignore_mismatched_sizes=True, use_safetensors=True)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            rest, num_labels=num_labels, ignore_mismatched_sizes=True, use_safetensors=True
+        )
     return model, tok, info
 
 

@@ -59,7 +59,9 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-def predict_logits(model: Any, enc: Encoded, batch_size: int = 128, pad_id: int = 0, progress: Callable[..., Any] | None = None) -> np.ndarray:
+def predict_logits(
+    model: Any, enc: Encoded, batch_size: int = 128, pad_id: int = 0, progress: Callable[..., Any] | None = None
+) -> np.ndarray:
     """Eval-mode logits in the original example order."""
     import torch
 
@@ -150,7 +152,9 @@ def train(
     no_decay = [p for p in trainable if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     warmup = int(total * cfg.warmup_ratio)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total - s) / max(1, total - warmup))
+    )
 
     def evaluate() -> float:
         logits = predict_logits(model, val_enc, cfg.eval_batch_size, pad_id)

@@ -92,14 +92,25 @@ def diagnose(r: dict[str, Any], rows: list[dict[str, Any]]) -> str | None:
     if agr is None or (agr >= _threshold(r) and not r.get("host_disagreements")):
         return None
     twin = _twin(r, rows)
-    if r.get("precision") == "fp32" or (twin is not None and (twin["host_agreement"] < 1.0 or (twin.get("host_max_abs_diff") or 0) > FP32_CLOSE)):
+    if r.get("precision") == "fp32" or (
+        twin is not None and (twin["host_agreement"] < 1.0 or (twin.get("host_max_abs_diff") or 0) > FP32_CLOSE)
+    ):
         return "emulator fault likely: fp32 answers differ from the host under this CPU model too"
     cpu = _cpu(r)
     if cpu.startswith("max") and "sme=off" not in cpu and sme_refusal(parse_cpu(cpu), str((r.get("stamp") or {}).get("qemu") or "")):
         return "emulator fault: this qemu's SME emulation is known wrong (run forced by ALBERT_EDGE_QEMU_SME_OK); use a newer qemu"
     if cpu.startswith("max") and "sme=off" not in cpu:
-        sib = next((x for x in compared(rows) if _cpu(x) == "max,sme=off" and x.get("variant") == r.get("variant")
-                    and x.get("runtime") == r.get("runtime") and (x.get("stamp") or {}).get("qemu") == (r.get("stamp") or {}).get("qemu")), None)
+        sib = next(
+            (
+                x
+                for x in compared(rows)
+                if _cpu(x) == "max,sme=off"
+                and x.get("variant") == r.get("variant")
+                and x.get("runtime") == r.get("runtime")
+                and (x.get("stamp") or {}).get("qemu") == (r.get("stamp") or {}).get("qemu")
+            ),
+            None,
+        )
         if sib is not None and (sib.get("host_agreement") or 0) >= _threshold(sib):
             return ("the SME path: the same file agrees with sme=off; SME kernel or this qemu's SME emulation "
                     "(only another qemu or an SME board tells which)")
@@ -125,8 +136,13 @@ def matrix_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]
     body = []
     for variant, runtime in files:
         mine = {_cpu(r): r for r in ok if str(r.get("variant")) == variant and str(r.get("runtime")) == runtime}
-        cells = [f"{_pct(mine[c].get('accuracy'))} / {_pct(mine[c].get('host_agreement'))} / {(mine[c].get('device_tests') or {}).get('verdict', 'not run')}"
-                 if c in mine else "-" for c in cpus]
+        cells = [
+            f"{_pct(mine[c].get('accuracy'))} / {_pct(mine[c].get('host_agreement'))} / "
+            f"{(mine[c].get('device_tests') or {}).get('verdict', 'not run')}"
+            if c in mine
+            else "-"
+            for c in cpus
+        ]
         low = lowest_pairwise(list(mine.values()))
         threshold = min((_threshold(r) for r in mine.values()), default=1.0)
         flag = "kernel-dependent" if low is not None and low < threshold else ""

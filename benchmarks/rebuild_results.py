@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     cache = args.cache_dir or default_cache_dir()
     rc = 0
     for name in names:
-        rc = max(rc, rebuild_one(load_pipeline(args.file, name), cache, args.out, args.rounds, name in COMPARED and not args.no_compare, args.file))
+        rc = max(
+            rc,
+            rebuild_one(load_pipeline(args.file, name), cache, args.out, args.rounds, name in COMPARED and not args.no_compare, args.file),
+        )
     print(f"run id: {os.environ[RUN_ID_ENV]}", file=sys.stderr)
     return rc
 

@@ -68,12 +68,25 @@ def tables(rows: list[dict[str, Any]]) -> list[tuple[str, list[str], list[list[s
         groups.setdefault((str(r.get("device")), str(r.get("runtime"))), []).append(r)
     out = []
     for (device, runtime), rs in sorted(groups.items()):
-        rs = sorted(rs, key=lambda r: (r.get("variant") or "", r.get("batch") or 0, seq_order(r.get("seq_len")), r.get("threads") or 0, r.get("round") or 0))
+        rs = sorted(
+            rs,
+            key=lambda r: (
+                r.get("variant") or "",
+                r.get("batch") or 0,
+                seq_order(r.get("seq_len")),
+                r.get("threads") or 0,
+                r.get("round") or 0,
+            ),
+        )
         version = next((r.get("runtime_version") for r in rs if r.get("runtime_version")), None)
         title = f"{device} / {runtime}" + (f" {version}" if version else "")
         ok = [r for r in rs if not r.get("error")]
         body = [[_cell(r, key) for _, key in TABLE_COLUMNS] for r in ok]
-        body += [[r.get("variant") or "-", r.get("precision") or "-", *["-"] * (len(TABLE_COLUMNS) - 3), f"error: {r['error']}"] for r in rs if r.get("error")]
+        body += [
+            [r.get("variant") or "-", r.get("precision") or "-", *["-"] * (len(TABLE_COLUMNS) - 3), f"error: {r['error']}"]
+            for r in rs
+            if r.get("error")
+        ]
         out.append((title, [h for h, _ in TABLE_COLUMNS], body))
     return out
 
@@ -103,8 +116,18 @@ def paired_differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def paired_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the paired-difference table (the same data for markdown and HTML)."""
     header = ["device", "runtime", "file", "vs", "accuracy", "difference, points [95 % CI] McNemar p", "rows only file / only vs right"]
-    body = [[str(d["device"]), str(d["runtime"]), str(d["variant"]) + (f" (round {d['round']})" if d["round"] else ""), str(d["vs"]),
-             _fmt("accuracy", d["accuracy"]), format_diff(d), f"{d['only_a_right']} / {d['only_b_right']}"] for d in paired_differences(rows)]
+    body = [
+        [
+            str(d["device"]),
+            str(d["runtime"]),
+            str(d["variant"]) + (f" (round {d['round']})" if d["round"] else ""),
+            str(d["vs"]),
+            _fmt("accuracy", d["accuracy"]),
+            format_diff(d),
+            f"{d['only_a_right']} / {d['only_b_right']}",
+        ]
+        for d in paired_differences(rows)
+    ]
     return header, body
 
 
@@ -135,18 +158,37 @@ def notes(rows: list[dict[str, Any]], cv_threshold: float) -> list[str]:
         out.append("Some rows ran under emulation (qemu): compare them only with each other, not with real hardware.")
     noisy = [r for r in rows if "noisy" in (r.get("flags") or ())]
     if noisy:
-        out.append(f"{len(noisy)} row(s) have a coefficient of variation over {cv_threshold:g} (flag `noisy`): the machine was busy; rerun before trusting them.")
+        out.append(
+            f"{len(noisy)} row(s) have a coefficient of variation over {cv_threshold:g} (flag `noisy`): the machine was busy; rerun "
+            "before trusting them."
+        )
     for r in rows:
         if "int8-slower-than-fp32" in (r.get("flags") or ()):
-            out.append(f"int8 slower than fp32: {r['variant']} on {r['device']} / {r['runtime']} (batch {r.get('batch')}, seq {r.get('seq_len')}) "
-                       f"runs at {r.get('speedup_vs_fp32', 0):.2f}x the fp32 speed; keep the fp32 file on this device.")
-    failed = sorted({f"{r['variant']} on {r['device']} / {r['runtime']}" for r in rows if (r.get("device_tests") or {}).get("verdict") == "fail"})
+            out.append(
+                f"int8 slower than fp32: {r['variant']} on {r['device']} / {r['runtime']} (batch {r.get('batch')}, seq {r.get('seq_len')}) "
+                f"runs at {r.get('speedup_vs_fp32', 0):.2f}x the fp32 speed; keep the fp32 file on this device."
+            )
+    failed = sorted(
+        {f"{r['variant']} on {r['device']} / {r['runtime']}" for r in rows if (r.get("device_tests") or {}).get("verdict") == "fail"}
+    )
     if failed:
         out.append(f"device_tests FAILED (or checked nothing) for {len(failed)} file(s): {'; '.join(failed[:12])}.")
-    differ = sorted({f"{r['variant']} on {r['device']} / {r['runtime']} ({100 * r['host_agreement']:.1f} %)" for r in rows if "differs-from-host" in (r.get("flags") or ())})
+    differ = sorted(
+        {
+            f"{r['variant']} on {r['device']} / {r['runtime']} ({100 * r['host_agreement']:.1f} %)"
+            for r in rows
+            if "differs-from-host" in (r.get("flags") or ())
+        }
+    )
     if differ:
         out.append(f"Answers differ from this host's beyond the parity threshold: {'; '.join(differ[:12])}.")
-    refused = sorted({str(r.get("device")) for r in rows if str(r.get("error") or "").startswith("device unavailable") and "refused" in str(r.get("error"))})
+    refused = sorted(
+        {
+            str(r.get("device"))
+            for r in rows
+            if str(r.get("error") or "").startswith("device unavailable") and "refused" in str(r.get("error"))
+        }
+    )
     if refused:
         out.append(f"Refused devices (see their error rows): {', '.join(refused)}.")
     errors = [r for r in rows if r.get("error")]
@@ -361,7 +403,11 @@ def render_html(rows: list[dict[str, Any]], title: str, cv_threshold: float, plo
         data = base64.b64encode((plot_dir / p).read_bytes()).decode("ascii")
         parts.append(f"<img alt='{p}' src='data:image/png;base64,{data}'>")
     pheader, pbody = paired_table(rows)
-    tabled = ([("Accuracy against the fp32 twin (paired over the same eval rows)", pheader, pbody)] if pbody else []) + device_sections(rows) + tables(rows)
+    tabled = (
+        ([("Accuracy against the fp32 twin (paired over the same eval rows)", pheader, pbody)] if pbody else [])
+        + device_sections(rows)
+        + tables(rows)
+    )
     for t, header, body in tabled:
         parts.append(f"<h2>{esc(t)}</h2><table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body]
@@ -370,7 +416,9 @@ def render_html(rows: list[dict[str, Any]], title: str, cv_threshold: float, plo
     return "\n".join(parts)
 
 
-def write_report(rows: list[dict[str, Any]], out_dir: Path, title: str = DEFAULT_TITLE, cv_threshold: float = DEFAULT_CV_THRESHOLD) -> dict[str, Path]:
+def write_report(
+    rows: list[dict[str, Any]], out_dir: Path, title: str = DEFAULT_TITLE, cv_threshold: float = DEFAULT_CV_THRESHOLD
+) -> dict[str, Path]:
     """Every report file into out_dir; returns name -> path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = flag_rows(rows, cv_threshold)

@@ -63,7 +63,11 @@ def tree_problems(root: Path, known: set[str]) -> list[str]:
             rows = read_rows(f)
             where = str(f.relative_to(root))
             out += row_problems(rows, known, where)
-            out += [f"{where}: rows of pipeline {p} in the directory of {d.name}" for p in sorted({str(r.get("pipeline")) for r in rows}) if p != d.name]
+            out += [
+                f"{where}: rows of pipeline {p} in the directory of {d.name}"
+                for p in sorted({str(r.get("pipeline")) for r in rows})
+                if p != d.name
+            ]
             runs |= {str(r.get("run_id")) for r in rows}
         if len(runs) > 1:
             out.append(f"{d.name}/: files from more than one run: {', '.join(sorted(runs))}")

@@ -39,7 +39,12 @@ class DistillLossConfig:
     def check(self) -> None:
         for name in ("alpha_ce", "alpha_kd", "hidden_mse", "attention"):
             require(getattr(self, name) >= 0, name, f"{getattr(self, name)} is negative", "loss weights are >= 0")
-        require(self.alpha_ce + self.alpha_kd + self.hidden_mse + self.attention > 0, "alpha_kd", "every loss weight is 0", "set alpha_kd: 1.0 for plain distillation")
+        require(
+            self.alpha_ce + self.alpha_kd + self.hidden_mse + self.attention > 0,
+            "alpha_kd",
+            "every loss weight is 0",
+            "set alpha_kd: 1.0 for plain distillation",
+        )
         require(0 < self.temperature <= 100, "temperature", f"{self.temperature} is outside (0, 100]", "typical: 1 .. 8")
         if self.layer_map != "auto":
             require(all(i >= 0 for i in self.layer_map), "layer_map", "teacher layer indices are 0-based and >= 0")
@@ -168,7 +173,9 @@ class DistillationLoss:
             return cached, None
         self.teacher_batches += 1
         with torch.no_grad():
-            out = self.teacher(**model_inputs(batch), output_hidden_states=self.cfg.hidden_mse > 0, output_attentions=self.cfg.attention > 0)
+            out = self.teacher(
+                **model_inputs(batch), output_hidden_states=self.cfg.hidden_mse > 0, output_attentions=self.cfg.attention > 0
+            )
         return out.logits, out
 
     def __call__(self, model: Any, batch: dict[str, Any]) -> Any:
@@ -192,7 +199,9 @@ class DistillationLoss:
             terms["hidden"] = sum(hidden_term(proj(out.hidden_states[s]), t_out.hidden_states[t], mask) for s, t in pairs) / len(pairs)
             loss = loss + cfg.hidden_mse * terms["hidden"]
         if cfg.attention > 0:
-            terms["attention"] = sum(attention_term(out.attentions[j], t_out.attentions[t], mask) for j, t in enumerate(self.layer_map)) / len(self.layer_map)
+            terms["attention"] = sum(
+                attention_term(out.attentions[j], t_out.attentions[t], mask) for j, t in enumerate(self.layer_map)
+            ) / len(self.layer_map)
             loss = loss + cfg.attention * terms["attention"]
         self.terms = {k: float(v.detach()) for k, v in terms.items()}
         return loss

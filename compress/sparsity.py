@@ -43,7 +43,9 @@ def cubic_sparsity(step: int, total: int, final: float, start: float = 0.0, end:
 class GradualMagnitudePruner:
     """on_step(step, total) for `albert_edge.training.train`."""
 
-    def __init__(self, weights: dict[str, Any], final: float, start: float = 0.0, end: float = 0.7, every: int = 10, scope: str = "global") -> None:
+    def __init__(
+        self, weights: dict[str, Any], final: float, start: float = 0.0, end: float = 0.7, every: int = 10, scope: str = "global"
+    ) -> None:
         import torch
 
         self.weights = weights

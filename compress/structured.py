@@ -58,7 +58,9 @@ def gates(model: Any, requires_grad: bool = False) -> Iterator[tuple[list[Any], 
             h.remove()
 
 
-def taylor_scores(model: Any, batches: Iterable[dict[str, Any]], loss_fn: Callable[[Any, dict[str, Any]], Any]) -> tuple[list[Any], list[Any]]:
+def taylor_scores(
+    model: Any, batches: Iterable[dict[str, Any]], loss_fn: Callable[[Any, dict[str, Any]], Any]
+) -> tuple[list[Any], list[Any]]:
     """|dL/dgate| per head and neuron, summed over batches (eval mode: no dropout noise)."""
     import torch
 

@@ -41,8 +41,12 @@ class StudentConfig:
                     f"hidden_size {self.hidden_size} is not divisible by {self.num_attention_heads} heads")
         g = self.num_hidden_groups
         if g is not None:
-            require(1 <= g <= self.num_hidden_layers and self.num_hidden_layers % g == 0, "num_hidden_groups",
-                    f"{g} groups cannot share {self.num_hidden_layers} layers evenly", "use a divisor of num_hidden_layers (1 = ALBERT's full sharing)")
+            require(
+                1 <= g <= self.num_hidden_layers and self.num_hidden_layers % g == 0,
+                "num_hidden_groups",
+                f"{g} groups cannot share {self.num_hidden_layers} layers evenly",
+                "use a divisor of num_hidden_layers (1 = ALBERT's full sharing)",
+            )
 
 
 @dataclass(frozen=True)
@@ -104,7 +108,9 @@ def _zero_mean_basis(e: int) -> Any:
     return q.T
 
 
-def embedding_basis(teacher: Any, rank: int, how: str = "inputs", token_counts: Any = None, positions: int | None = None) -> tuple[Any, float]:
+def embedding_basis(
+    teacher: Any, rank: int, how: str = "inputs", token_counts: Any = None, positions: int | None = None
+) -> tuple[Any, float]:
     """(rank x E_t orthonormal basis, fraction of input energy it keeps) for the factorisation.
 
     "word": the top right singular vectors of the centred word table (plain truncated SVD).
@@ -138,7 +144,9 @@ def embedding_basis(teacher: Any, rank: int, how: str = "inputs", token_counts: 
     return basis, kept
 
 
-def factorized_embedding_init(teacher: Any, student: Any, how: str = "inputs", token_counts: Any = None, positions: int | None = None) -> float:
+def factorized_embedding_init(
+    teacher: Any, student: Any, how: str = "inputs", token_counts: Any = None, positions: int | None = None
+) -> float:
     """Initialise the student's embeddings (size E <= teacher's E_t) and mapping_in; returns
     the fraction of input energy kept.
 
@@ -195,7 +203,9 @@ def _layers_compatible(tc: Any, sc: Any) -> str:
     return ""
 
 
-def build_student(teacher: Any, s: StudentConfig, init: InitConfig, seed: int = 0, token_counts: Any = None, positions: int | None = None) -> tuple[Any, list[str]]:
+def build_student(
+    teacher: Any, s: StudentConfig, init: InitConfig, seed: int = 0, token_counts: Any = None, positions: int | None = None
+) -> tuple[Any, list[str]]:
     """(student AlbertForSequenceClassification, notes on what was copied and what is random).
 
     token_counts (per vocabulary id, from the training set) and positions (max sequence
@@ -234,7 +244,10 @@ def build_student(teacher: Any, s: StudentConfig, init: InitConfig, seed: int = 
         notes.append("embeddings copied" + ("" if same_hidden else "; embedding_hidden_mapping_in is random (hidden size differs)"))
     elif e_s < e_t and init.svd_embeddings:
         kept = factorized_embedding_init(teacher, student, init.svd_basis, token_counts, positions)
-        notes.append(f"embeddings factorised by truncated SVD {e_t} -> {e_s} ({init.svd_basis} basis keeps {100 * kept:.1f}% of input energy)" + ("" if same_hidden else "; embedding_hidden_mapping_in is random (hidden size differs)"))
+        notes.append(
+            f"embeddings factorised by truncated SVD {e_t} -> {e_s} ({init.svd_basis} basis keeps {100 * kept:.1f}% of input energy)"
+            + ("" if same_hidden else "; embedding_hidden_mapping_in is random (hidden size differs)")
+        )
     else:
         notes.append(f"embeddings are random (embedding_size {e_s} vs teacher {e_t}, svd_embeddings={init.svd_embeddings})")
 

@@ -45,7 +45,13 @@ def synthetic_npz(path: Path, rows: int = 8, width: int = 128, vocab: int = 3000
     """Random token ids (latency and memory only: no labels, so no accuracy)."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(5, vocab, size=(rows, width), dtype=np.int64)
-    np.savez(path, input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids), lengths=np.full(rows, width, dtype=np.int64))
+    np.savez(
+        path,
+        input_ids=ids,
+        attention_mask=np.ones_like(ids),
+        token_type_ids=np.zeros_like(ids),
+        lengths=np.full(rows, width, dtype=np.int64),
+    )
     return path
 
 
@@ -53,7 +59,9 @@ class Model:
     """One variant behind one call per width: a dynamic file, a bucketed file (one signature per
     sequence length), or separate fixed-length files of one variant."""
 
-    def __init__(self, paths: list[str], runtime: str, threads: int, extra: ExtraRuntime | None = None, ort_level: str | None = None) -> None:
+    def __init__(
+        self, paths: list[str], runtime: str, threads: int, extra: ExtraRuntime | None = None, ort_level: str | None = None
+    ) -> None:
         self.runtime = runtime
         self.by_seq: dict[int | None, Runner] = {}
         if extra is not None:
@@ -164,8 +172,16 @@ def measure_real_lengths(model: Model, data: dict[str, np.ndarray], args: argpar
         if (len(times) >= max(args.runs, min(n, 4 * args.runs)) and elapsed >= args.min_secs) or elapsed >= args.max_secs:
             break
     stats = latency_stats(times)
-    return {"batch": 1, "seq_len": "real", "run_seq_len": float(np.mean(data["lengths"])), "first_ms": first_ms, "runs": len(times), **stats,
-            "throughput_per_s": 1000.0 / stats["mean_ms"], "times_ms": [round(t, 4) for t in times[:MAX_STORED_TIMES]]}
+    return {
+        "batch": 1,
+        "seq_len": "real",
+        "run_seq_len": float(np.mean(data["lengths"])),
+        "first_ms": first_ms,
+        "runs": len(times),
+        **stats,
+        "throughput_per_s": 1000.0 / stats["mean_ms"],
+        "times_ms": [round(t, 4) for t in times[:MAX_STORED_TIMES]],
+    }
 
 
 def predict(model: Model, data: dict[str, np.ndarray], fixed: int | None) -> list[int]:

@@ -337,8 +337,14 @@ def _plain_reason(runtime: str, msg: str) -> str:
     if found and runtime != "onnxruntime":  # e.g. tflite-runtime 2.14 on a litert-torch file
         return (f"{runtime} does not support an op in this file: op {found.group(1)} version {found.group(2)} is newer than "
                 f"this interpreter knows (litert-torch writes newer op versions); open it with ai-edge-litert ({msg})")
-    if "op" in low and any(w in low for w in ("version", "registration", "unsupported", "unresolved", "not a registered", "not implemented")):
-        hint = "; a newer interpreter (ai-edge-litert) may" if runtime != "onnxruntime" else "; export without custom ops or use a build that has it"
+    if "op" in low and any(
+        w in low for w in ("version", "registration", "unsupported", "unresolved", "not a registered", "not implemented")
+    ):
+        hint = (
+            "; a newer interpreter (ai-edge-litert) may"
+            if runtime != "onnxruntime"
+            else "; export without custom ops or use a build that has it"
+        )
         return f"{runtime} does not support an op in this file ({msg}){hint}"
     if any(w in low for w in ("protobuf parsing failed", "not a valid flatbuffer", "invalid_protobuf", "truncated", "corrupt")):
         return f"file is corrupt or truncated: {runtime} cannot parse it ({msg})"

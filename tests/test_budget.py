@@ -59,11 +59,14 @@ def test_stage_verdict_fails_on_any_miss_unless_misses_are_dropped():
     assert stage_verdict([_v("a", True)], Budget())["passed"]
 
 
-BUNDLE_YAML = TINY_YAML.replace("  budget: {max_accuracy_drop: 100.0, min_agreement: 0.0}", "  budget: {max_accuracy_drop: 100.0, on_miss: ON_MISS}") + """\
+BUNDLE_YAML = (
+    TINY_YAML.replace("  budget: {max_accuracy_drop: 100.0, min_agreement: 0.0}", "  budget: {max_accuracy_drop: 100.0, on_miss: ON_MISS}")
+    + """\
       - export_onnx: {parity_rows: 16}
       - export_tflite: {buckets: [64], precisions: [fp32], parity_rows: 8}
       - bundle: {golden_rows: 4}
 """
+)
 
 
 def _miss_tflite(monkeypatch):

@@ -95,7 +95,9 @@ def test_collect_variants_skips_other_models_and_filters_names():
     student = art("s", "distill", {"model": "t", "teacher": "t"})
     exp_t = art("et", "export-teacher", {"model": "t"}, [{"name": "onnx-fp32", "file": "a.onnx"}])
     exp_s = art("es", "export", {"model": "s", "teacher": "t"}, [{"name": "onnx-fp32", "file": "a.onnx"}])
-    quant = art("q", "quantize", {"onnx": "es"}, [{"name": "onnx-int8-dynamic", "file": "q.onnx"}, {"name": "tflite-int8", "file": "q.tflite"}])
+    quant = art(
+        "q", "quantize", {"onnx": "es"}, [{"name": "onnx-int8-dynamic", "file": "q.onnx"}, {"name": "tflite-int8", "file": "q.tflite"}]
+    )
     earlier = [teacher, student, exp_t, exp_s, quant]
     picked, notes = collect_variants(student, earlier, ("onnx-*",))
     assert [(a.step, v["name"]) for a, v in picked] == [("export", "onnx-fp32"), ("quantize", "onnx-int8-dynamic")]

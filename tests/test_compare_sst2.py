@@ -52,7 +52,9 @@ def test_stronger_baseline_is_shown_but_not_an_issue_target():
     got = _by_check(checks)
     assert not got["p50 @real: B-eager / C"]["ok"] and got["p50 @real: B-eager / C"]["issue_target"] is False
     assert all(c["ok"] for c in checks if c["issue_target"])
-    text = render(_table(), checks, {"machine": "x86_64 test", "threads": 2, "date": "today", "command": "python benchmarks/compare_sst2.py"})
+    text = render(
+        _table(), checks, {"machine": "x86_64 test", "threads": 2, "date": "today", "command": "python benchmarks/compare_sst2.py"}
+    )
     assert "| B-eager (be) |" in text and "(stronger B)" in text and "**no**" in text
 
 
@@ -90,7 +92,10 @@ def test_accuracy_differences_come_with_a_paired_interval():
         c[i] = "0"
     for i in range(800, 805):
         c[i] = "1"
-    rows = [{"variant": "a", "seq_len": "real", "correct_real": "".join(a)}, {"variant": "c", "seq_len": "real", "correct_real": "".join(c)}]
+    rows = [
+        {"variant": "a", "seq_len": "real", "correct_real": "".join(a)},
+        {"variant": "c", "seq_len": "real", "correct_real": "".join(c)},
+    ]
     got = accuracy_intervals(rows, {"A": "a", "C-litert-dynamic": "c"})["C-litert-dynamic"]
     assert got["rows"] == n and got["diff_points"] == pytest.approx(-500 / n)
     lo, hi = got["ci95_points"]

@@ -44,9 +44,21 @@ def test_valid_pipeline_loads(tmp_path):
         # 1. unknown stage, with a suggestion
         ("      - finetun: {}\n", "", "config:tiny", "pipelines.p.stages[0].finetun", "did you mean 'finetune'"),
         # 2. wrong type
-        ("      - finetune: {train: {epochs: many}}\n", "", "config:tiny", "pipelines.p.stages[0].finetune.train.epochs", "expected a number"),
+        (
+            "      - finetune: {train: {epochs: many}}\n",
+            "",
+            "config:tiny",
+            "pipelines.p.stages[0].finetune.train.epochs",
+            "expected a number",
+        ),
         # 3. unknown parameter
-        ("      - finetune: {train: {epoch: 1}}\n", "", "config:tiny", "pipelines.p.stages[0].finetune.train.epoch", "did you mean 'epochs'"),
+        (
+            "      - finetune: {train: {epoch: 1}}\n",
+            "",
+            "config:tiny",
+            "pipelines.p.stages[0].finetune.train.epoch",
+            "did you mean 'epochs'",
+        ),
         # 4. impossible value
         ("      - finetune: {train: {lr: 3}}\n", "", "config:tiny", "pipelines.p.stages[0].finetune.train.lr", "should be in (0, 1)"),
         # 5. missing data file
@@ -58,11 +70,23 @@ def test_valid_pipeline_loads(tmp_path):
         # 8. missing local model directory
         ("      - evaluate\n", "", "hf:./no/such/dir", "pipelines.p.model", "does not exist"),
         # 9. budget out of range
-        ("      - evaluate\n", "    budget: {max_accuracy_drop: -1}\n", "config:tiny", "pipelines.p.budget.max_accuracy_drop", "between 0 and 100"),
+        (
+            "      - evaluate\n",
+            "    budget: {max_accuracy_drop: -1}\n",
+            "config:tiny",
+            "pipelines.p.budget.max_accuracy_drop",
+            "between 0 and 100",
+        ),
         # 10. duplicate step id
         ("      - finetune: {}\n      - finetune: {}\n", "", "config:tiny", "pipelines.p.stages[1].finetune.id", "duplicate step id"),
         # 11. input referring to a later / unknown step
-        ("      - evaluate: {inputs: {model: later}}\n      - finetune: {id: later}\n", "", "config:tiny", "pipelines.p.stages[0].evaluate.inputs.model", "not an earlier step"),
+        (
+            "      - evaluate: {inputs: {model: later}}\n      - finetune: {id: later}\n",
+            "",
+            "config:tiny",
+            "pipelines.p.stages[0].evaluate.inputs.model",
+            "not an earlier step",
+        ),
         # 12. unknown pipeline key
         ("      - evaluate\n", "    bugdet: {}\n", "config:tiny", "pipelines.p.bugdet", "did you mean 'budget'"),
         # 13. task value out of range
@@ -74,7 +98,13 @@ def test_valid_pipeline_loads(tmp_path):
         # 16. impossible sparsity
         ("      - prune: {method: unstructured, sparsity: 1.5}\n", "", "config:tiny", "pipelines.p.stages[0].prune.sparsity", "1.5"),
         # 17. more student layers than the teacher has
-        ("      - distill: {student: {num_hidden_layers: 8}}\n", "", "packaged:minilm-l6", "pipelines.p.stages[0].distill.student.num_hidden_layers", "6"),
+        (
+            "      - distill: {student: {num_hidden_layers: 8}}\n",
+            "",
+            "packaged:minilm-l6",
+            "pipelines.p.stages[0].distill.student.num_hidden_layers",
+            "6",
+        ),
     ],
 )
 def test_bad_configs_name_the_path(tmp_path, stages, extra, model, path, words):

@@ -23,7 +23,10 @@ def _teacher(layers: int = 4, embedding: int = 32, seed: int = 0):
     from albert_edge.models import ALBERT_TINY
 
     torch.manual_seed(seed)
-    cfg = AlbertConfig(num_labels=2, **{**ALBERT_TINY, "vocab_size": 500, "embedding_size": embedding, "num_hidden_layers": layers, "num_hidden_groups": layers})
+    cfg = AlbertConfig(
+        num_labels=2,
+        **{**ALBERT_TINY, "vocab_size": 500, "embedding_size": embedding, "num_hidden_layers": layers, "num_hidden_groups": layers},
+    )
     model = AlbertForSequenceClassification(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -40,7 +43,9 @@ def _batch(n: int = 3, seq: int = 9, vocab: int = 500):
 
 
 def _embed(model, batch):
-    return model.albert.encoder.embedding_hidden_mapping_in(model.albert.embeddings(batch["input_ids"], token_type_ids=batch["token_type_ids"]))
+    return model.albert.encoder.embedding_hidden_mapping_in(
+        model.albert.embeddings(batch["input_ids"], token_type_ids=batch["token_type_ids"])
+    )
 
 
 def test_svd_full_rank_reproduces_table_and_truncation_is_optimal():
@@ -93,7 +98,9 @@ def test_frequency_weighted_basis_fits_frequent_tokens_better():
     batch = {"input_ids": ids, "token_type_ids": torch.zeros_like(ids)}
     errs = {}
     for how, c in (("word", None), ("inputs", counts)):
-        student, _ = build_student(teacher, StudentConfig(num_hidden_layers=2, embedding_size=12), InitConfig(svd_basis=how), token_counts=c, positions=9)
+        student, _ = build_student(
+            teacher, StudentConfig(num_hidden_layers=2, embedding_size=12), InitConfig(svd_basis=how), token_counts=c, positions=9
+        )
         with torch.no_grad():
             t, s = _embed(teacher, batch), _embed(student, batch)
         errs[how] = ((s - t).norm() / t.norm()).item()

@@ -57,8 +57,12 @@ def report(*tests, error=None):
 
 def test_device_tests_verdicts_count_skips_as_failures():
     ok = report(("test_model_loads", "onnx-int8", "passed", ""), ("test_golden_vectors", "onnx-int8", "passed", ""))
-    assert device_suite.file_verdicts(ok, VARIANTS, "onnxruntime") == {"a.onnx": {"passed": 2, "failed": 0, "skipped": 0, "golden": "passed", "why": [], "verdict": "pass"}}
-    skipped = report(("test_file_present_and_sha256", "onnx-int8", "passed", ""), ("test_golden_vectors", "onnx-int8", "skipped", "runtime unavailable"))
+    assert device_suite.file_verdicts(ok, VARIANTS, "onnxruntime") == {
+        "a.onnx": {"passed": 2, "failed": 0, "skipped": 0, "golden": "passed", "why": [], "verdict": "pass"}
+    }
+    skipped = report(
+        ("test_file_present_and_sha256", "onnx-int8", "passed", ""), ("test_golden_vectors", "onnx-int8", "skipped", "runtime unavailable")
+    )
     got = device_suite.file_verdicts(skipped, VARIANTS, "onnxruntime")["a.onnx"]
     assert got["verdict"] == "fail" and "skipped" in got["why"][0]
     bad = report(("test_golden_vectors", "tfl", "failed", "AssertionError\nmax |logit diff| 2 > atol 0.1"))
@@ -70,10 +74,22 @@ def test_device_tests_verdicts_count_skips_as_failures():
 
 
 def row(device, cpu, variant, precision, agreement, preds, diff=0.0, fmt="onnx", isa=None):
-    return {"device": device, "runtime": "onnxruntime", "variant": variant, "precision": precision, "format": fmt, "files": [variant],
-            "host_agreement": agreement, "host_max_abs_diff": diff, "host_disagreements": round((1 - agreement) * len(preds)),
-            "preds_real": preds, "accuracy": 0.8, "min_agreement": 0.99, "device_tests": {"verdict": "pass", "passed": 3, "failed": 0, "skipped": 0, "why": []},
-            "stamp": {"qemu_cpu": cpu, "qemu": "qemu-aarch64 version 7.2.22", "isa": isa or {"dotprod": cpu != "cortex-a53"}}}
+    return {
+        "device": device,
+        "runtime": "onnxruntime",
+        "variant": variant,
+        "precision": precision,
+        "format": fmt,
+        "files": [variant],
+        "host_agreement": agreement,
+        "host_max_abs_diff": diff,
+        "host_disagreements": round((1 - agreement) * len(preds)),
+        "preds_real": preds,
+        "accuracy": 0.8,
+        "min_agreement": 0.99,
+        "device_tests": {"verdict": "pass", "passed": 3, "failed": 0, "skipped": 0, "why": []},
+        "stamp": {"qemu_cpu": cpu, "qemu": "qemu-aarch64 version 7.2.22", "isa": isa or {"dotprod": cpu != "cortex-a53"}},
+    }
 
 
 def test_matrix_flags_files_whose_answers_change_with_the_cpu():

@@ -46,51 +46,84 @@ def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 # (probe id, file content, words the one-line error must hold)
 CONFIG_PROBES = [
-    ("non-utf8", b"version: 1\npipelines:\n  p:\n    description: \"caf\xe9\"\n", ["p.yaml:4", "not UTF-8"]),
+    ("non-utf8", b'version: 1\npipelines:\n  p:\n    description: "caf\xe9"\n', ["p.yaml:4", "not UTF-8"]),
     ("duplicate-key", config(extra="    seed: 1\n    seed: 2\n"), ["p.yaml:9", "duplicate key 'seed'", "line 8"]),
     ("version-banana", config().replace("version: 1", "version: banana"), ["p.yaml:1", "version", "'banana'"]),
     ("version-2", config().replace("version: 1", "version: 2"), ["version", "2 is not a supported version"]),
     ("no-pipelines", "version: 1\npipelines: {}\n", ["p.yaml:2", "no pipelines"]),
     ("set-list", config(extra="    set: [1]\n"), ["p.yaml:8", "pipelines.p.set", "expected a mapping"]),
     ("set-entry-list", config(extra="    set: {finetune: [1]}\n"), ["pipelines.p.set.finetune", "expected a mapping"]),
-    ("inputs-list", config(stages="      - finetune: {id: a}\n      - evaluate: {inputs: [a]}\n"),
-     ["p.yaml:10", "pipelines.p.stages[1].evaluate.inputs", "expected a mapping"]),
+    (
+        "inputs-list",
+        config(stages="      - finetune: {id: a}\n      - evaluate: {inputs: [a]}\n"),
+        ["p.yaml:10", "pipelines.p.stages[1].evaluate.inputs", "expected a mapping"],
+    ),
     ("teacher-list", config(extra="    teacher: [a]\n"), ["pipelines.p.teacher", "is not a step id"]),
     ("finetune-list", config(stages="      - finetune: [1, 2]\n"), ["p.yaml:9", "pipelines.p.stages[0].finetune", "expected a mapping"]),
     ("drop-int", config(extra="    drop: 5\n"), ["pipelines.p.drop", "expected a list"]),
     ("append-int", config(extra="    append: 5\n"), ["pipelines.p.append", "expected a list"]),
-    ("stages-mapping", config(stages="      {a: 1}\n").replace("    stages:\n      {a: 1}", "    stages: {a: 1}"),
-     ["pipelines.p.stages", "expected a list"]),
+    (
+        "stages-mapping",
+        config(stages="      {a: 1}\n").replace("    stages:\n      {a: 1}", "    stages: {a: 1}"),
+        ["pipelines.p.stages", "expected a list"],
+    ),
     ("description-list", config(extra="    description: [1]\n"), ["pipelines.p.description", "expected a string"]),
-    ("pipeline-name-int", "version: 1\npipelines:\n  1:\n    model: config:tiny\n    stages: [evaluate]\n",
-     ["p.yaml:3", "pipeline name 1 is not a string"]),
+    (
+        "pipeline-name-int",
+        "version: 1\npipelines:\n  1:\n    model: config:tiny\n    stages: [evaluate]\n",
+        ["p.yaml:3", "pipeline name 1 is not a string"],
+    ),
     ("model-config-passwd", config(model="config:/etc/passwd"), ["p.yaml:7", "pipelines.p.model", "'/etc/passwd' is not JSON"]),
     ("model-config-base-list", config(model='config:{"base": [1]}'), ["pipelines.p.model", "base [1] is not a known config"]),
-    ("model-config-size-string", config(model='config:{"hidden_size": "x"}'), ["pipelines.p.model", "hidden_size must be a positive integer"]),
+    (
+        "model-config-size-string",
+        config(model='config:{"hidden_size": "x"}'),
+        ["pipelines.p.model", "hidden_size must be a positive integer"],
+    ),
     ("step-id-dotdot", config(stages="      - finetune: {id: ../../../x}\n"), ["p.yaml:9", "step id '../../../x' is not a safe name"]),
     ("step-id-absolute", config(stages="      - finetune: {id: /tmp/x}\n"), ["step id '/tmp/x' is not a safe name"]),
     ("step-id-hidden", config(stages="      - finetune: {id: .x}\n"), ["step id '.x' is not a safe name"]),
-    ("pipeline-name-dotdot", "version: 1\npipelines:\n  ../../x:\n    model: config:tiny\n    stages: [evaluate]\n",
-     ["p.yaml:3", "pipeline name '../../x' is not a safe name"]),
-    ("prune-heads-100", config(stages="      - finetune\n      - prune: {heads: 100}\n"),
-     ["p.yaml:10", "pipelines.p.stages[1].prune.heads", "removes 100 of the input model's 4 heads"]),
-    ("prune-heads-after-distill", config(stages="      - finetune\n      - distill: {student: {num_hidden_layers: 1, num_attention_heads: 2}}\n"
-                                                "      - prune: {heads: 2}\n"), ["prune.heads", "removes 2 of the input model's 2 heads"]),
+    (
+        "pipeline-name-dotdot",
+        "version: 1\npipelines:\n  ../../x:\n    model: config:tiny\n    stages: [evaluate]\n",
+        ["p.yaml:3", "pipeline name '../../x' is not a safe name"],
+    ),
+    (
+        "prune-heads-100",
+        config(stages="      - finetune\n      - prune: {heads: 100}\n"),
+        ["p.yaml:10", "pipelines.p.stages[1].prune.heads", "removes 100 of the input model's 4 heads"],
+    ),
+    (
+        "prune-heads-after-distill",
+        config(
+            stages="      - finetune\n      - distill: {student: {num_hidden_layers: 1, num_attention_heads: 2}}\n"
+            "      - prune: {heads: 2}\n"
+        ),
+        ["prune.heads", "removes 2 of the input model's 2 heads"],
+    ),
     ("prune-ffn-count", config(stages="      - finetune\n      - prune: {ffn: 128}\n"), ["prune.ffn", "128 FFN neurons"]),
-    ("tflite-bucket-256", config(stages="      - finetune\n      - export_tflite: {buckets: [32, 256]}\n"),
-     ["export_tflite.buckets", "bucket 256 is longer than task.max_seq_len 64"]),
+    (
+        "tflite-bucket-256",
+        config(stages="      - finetune\n      - export_tflite: {buckets: [32, 256]}\n"),
+        ["export_tflite.buckets", "bucket 256 is longer than task.max_seq_len 64"],
+    ),
     ("first-step-needs-a-model", config(stages="      - evaluate\n"), ["pipelines.p.stages[0].evaluate", "needs a `model` artifact"]),
     ("data-dir-nul-byte", config(extra='    task: {data_dir: "a\\0b"}\n'), ["pipelines.p.task", "unusable data path"]),
     ("model-unknown-home", config(model="hf:~nosuchuser/x"), ["pipelines.p.model", "~nosuchuser/x"]),
     ("seed-too-big", config(extra="    seed: 99999999999999999999999\n"), ["pipelines.p.seed", "below 2**32"]),
     ("recursive-alias", config(extra="    description: &r [*r]\n"), ["p.yaml:8", "refers to itself"]),
-    ("benchmark-ssh-port-0", config(stages="      - finetune\n      - benchmark: {devices: ['ssh://u@h:0']}\n"),
-     ["benchmark.devices", "port 0 is outside 1..65535"]),
+    (
+        "benchmark-ssh-port-0",
+        config(stages="      - finetune\n      - benchmark: {devices: ['ssh://u@h:0']}\n"),
+        ["benchmark.devices", "port 0 is outside 1..65535"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("probe, content, words", CONFIG_PROBES, ids=[p[0] for p in CONFIG_PROBES])
-def test_bad_config_exits_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: str, content: str | bytes, words: list[str]) -> None:
+def test_bad_config_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: str, content: str | bytes, words: list[str]
+) -> None:
     path = tmp_path / "p.yaml"
     if isinstance(content, bytes):
         path.write_bytes(content)
@@ -107,7 +140,10 @@ def test_good_config_still_validates(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "p.yaml").write_text("\ufeff" + ok)  # a BOM is fine
     assert main(["validate", str(tmp_path / "p.yaml")]) == 0
     # merge keys are not duplicates; the repo's own file stays valid
-    (tmp_path / "m.yaml").write_text(ok.replace("defaults:\n  seed: 1\n", "defaults: &d\n  seed: 1\n") + "  q:\n    <<: *d\n    seed: 2\n    model: config:tiny\n    stages: [finetune]\n")
+    (tmp_path / "m.yaml").write_text(
+        ok.replace("defaults:\n  seed: 1\n", "defaults: &d\n  seed: 1\n")
+        + "  q:\n    <<: *d\n    seed: 2\n    model: config:tiny\n    stages: [finetune]\n"
+    )
     assert main(["validate", str(tmp_path / "m.yaml")]) == 0
     assert main(["validate", str(REPO / "pipelines.yaml")]) == 0
 
@@ -190,7 +226,9 @@ CLI_PROBES = [
 
 
 @pytest.mark.parametrize("probe, argv, words", CLI_PROBES, ids=[p[0] for p in CLI_PROBES])
-def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: str, argv: list[str], words: str) -> None:
+def test_cli_bad_arguments_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], probe: str, argv: list[str], words: str
+) -> None:
     good = tmp_path / "p.yaml"
     good.write_text(config(stages="      - finetune\n"))
     a_file = tmp_path / "file"
@@ -231,13 +269,23 @@ def _task(tmp_path: Path, name: str, content: bytes, **kw: object) -> TaskConfig
     return TaskConfig(name="t", data_dir=str(tmp_path), train_file=name, **kw)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("name, content, where, words", [
-    ("u.tsv", b"sentence\tlabel\ngood\t1\nbad caf\xe9\t0\nok\t0\n", "u.tsv:3", "not UTF-8 (byte 0xe9"),
-    ("long.tsv", b"sentence\tlabel\ngood\t1\n" + b"x" * (1 << 20) + b"\t0\nok\t0\n", "long.tsv:3", "longer than"),
-    ("long.csv", b"sentence,label\ngood,1\n\"" + b"x" * (1 << 20) + b"\",0\nok,0\n", "long.csv:3", "longer than"),
-    ("u.jsonl", b'{"sentence": "a", "label": 1}\n{"sentence": "caf\xe9", "label": 1}\n{"sentence": "b", "label": 0}\n', "u.jsonl:2", "not UTF-8"),
-])
-def test_encoding_and_field_size_name_file_and_line_and_can_be_skipped(tmp_path: Path, name: str, content: bytes, where: str, words: str) -> None:
+@pytest.mark.parametrize(
+    "name, content, where, words",
+    [
+        ("u.tsv", b"sentence\tlabel\ngood\t1\nbad caf\xe9\t0\nok\t0\n", "u.tsv:3", "not UTF-8 (byte 0xe9"),
+        ("long.tsv", b"sentence\tlabel\ngood\t1\n" + b"x" * (1 << 20) + b"\t0\nok\t0\n", "long.tsv:3", "longer than"),
+        ("long.csv", b'sentence,label\ngood,1\n"' + b"x" * (1 << 20) + b'",0\nok,0\n', "long.csv:3", "longer than"),
+        (
+            "u.jsonl",
+            b'{"sentence": "a", "label": 1}\n{"sentence": "caf\xe9", "label": 1}\n{"sentence": "b", "label": 0}\n',
+            "u.jsonl:2",
+            "not UTF-8",
+        ),
+    ],
+)
+def test_encoding_and_field_size_name_file_and_line_and_can_be_skipped(
+    tmp_path: Path, name: str, content: bytes, where: str, words: str
+) -> None:
     with pytest.raises(DataError) as info:
         read_file(_task(tmp_path, name, content), "train")
     assert where in str(info.value) and words in str(info.value)
@@ -280,7 +328,9 @@ def test_hf_sources_load_safetensors_only(monkeypatch: pytest.MonkeyPatch) -> No
 
     seen: dict[str, object] = {}
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", staticmethod(lambda *a, **k: "tok"))
-    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", staticmethod(lambda *a, **k: seen.update(k) or "model"))
+    monkeypatch.setattr(
+        transformers.AutoModelForSequenceClassification, "from_pretrained", staticmethod(lambda *a, **k: seen.update(k) or "model")
+    )
     models.load_source("hf:some-org/some-model")
     assert seen.get("use_safetensors") is True
 

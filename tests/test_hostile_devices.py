@@ -375,8 +375,26 @@ def test_killed_bench_leaves_nothing_that_clean_cannot_remove(board, tmp_path, p
     bundle = _bundle(tmp_path / "b")
     (bundle / "eval.npz").unlink()  # synthetic inputs: the CLI's own temp inputs.npz too
     env = {**os.environ, **board.env, "TMPDIR": str(private_tmp), "FAKE_BOARD_HANG": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "albert_edge.cli", "bench", str(bundle), "--device", "ssh://tester@board", "--out", str(tmp_path / "o"), "--timeout", "20", *FAST],
-                            env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "albert_edge.cli",
+            "bench",
+            str(bundle),
+            "--device",
+            "ssh://tester@board",
+            "--out",
+            str(tmp_path / "o"),
+            "--timeout",
+            "20",
+            *FAST,
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any("measure.py" in c for c in board.commands()):
@@ -458,7 +476,12 @@ def test_board_sweep_keeps_live_and_foreign_work_dirs(board):
     gone = subprocess.Popen(["true"])
     gone.wait()
     me = os.getpid()
-    owners = {"Dead01": f"{host_tag()}-p{gone.pid}-1", "Live01": f"{host_tag()}-p{me}-{_start_time(me)}", "Other1": f"00000000-p{gone.pid}-1", "NoOwnr": None}
+    owners = {
+        "Dead01": f"{host_tag()}-p{gone.pid}-1",
+        "Live01": f"{host_tag()}-p{me}-{_start_time(me)}",
+        "Other1": f"00000000-p{gone.pid}-1",
+        "NoOwnr": None,
+    }
     for name, owner in owners.items():
         d = board.tmp / f"albert-edge.{name}"
         d.mkdir()

@@ -19,9 +19,11 @@ model name\t: AMD EPYC 7B12
 flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2
 """
 SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx2 avx512f avx512_vnni avx_vnni amx_tile amx_int8 amx_bf16\n"
-GRAVITON3 = """processor\t: 0
+GRAVITON3_FEATURES = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 "
+                      "asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng")
+GRAVITON3 = f"""processor\t: 0
 BogoMIPS\t: 2100.00
-Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs paca pacg dcpodp svei8mm svebf16 i8mm bf16 dgh rng
+Features\t: {GRAVITON3_FEATURES}
 CPU implementer\t: 0x41
 CPU part\t: 0xd40
 """
@@ -59,7 +61,10 @@ def test_measure_on_a_device_layout_imports_neither_torch_nor_the_project(tmp_pa
     code = ("import sys, runpy, json; sys.modules['benchmarks'] = None; sys.modules['albert_edge'] = None; "
             f"sys.argv = ['measure.py', '--stamp']; sys.path.insert(0, {str(tmp_path)!r}); "
             f"runpy.run_path({str(tmp_path / 'measure.py')!r}, run_name='__main__')")
-    check = code.replace("run_name='__main__')", "run_name='not_main'); print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))))")
+    check = code.replace(
+        "run_name='__main__')",
+        "run_name='not_main'); print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers'))))",
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
     stamp = json.loads(out.strip().splitlines()[-1])
     assert stamp["cpu_model"] and "isa" in stamp and stamp["libraries"]["numpy"]

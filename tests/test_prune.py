@@ -25,7 +25,9 @@ def _model(groups: int = 2, layers: int = 2, seed: int = 0):
     from albert_edge.models import ALBERT_TINY
 
     torch.manual_seed(seed)
-    cfg = AlbertConfig(num_labels=2, pad_token_id=0, **{**ALBERT_TINY, "vocab_size": 500, "num_hidden_layers": layers, "num_hidden_groups": groups})
+    cfg = AlbertConfig(
+        num_labels=2, pad_token_id=0, **{**ALBERT_TINY, "vocab_size": 500, "num_hidden_layers": layers, "num_hidden_groups": groups}
+    )
     model = AlbertForSequenceClassification(cfg).eval()
     with torch.no_grad():
         for p in model.parameters():
@@ -47,7 +49,9 @@ def _logits(model, batch):
 
 
 def _ce(model, batch):
-    return torch.nn.functional.cross_entropy(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"])
+    return torch.nn.functional.cross_entropy(
+        model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits, batch["labels"]
+    )
 
 
 @pytest.mark.parametrize("groups", [2, 1])  # 1: one ALBERT layer shared by both repeats
@@ -202,11 +206,15 @@ def test_sliced_model_exports_to_onnx_and_matches(tmp_path):
     path = tmp_path / "m.onnx"
     export_onnx(model, path)
     batch = _batch()
-    got = open_model(str(path), runtime="onnxruntime", threads=1)(batch["input_ids"].numpy(), batch["attention_mask"].numpy(), batch["token_type_ids"].numpy())
+    got = open_model(str(path), runtime="onnxruntime", threads=1)(
+        batch["input_ids"].numpy(), batch["attention_mask"].numpy(), batch["token_type_ids"].numpy()
+    )
     assert np.abs(got - _logits(model, batch).numpy()).max() < 1e-4
 
 
-@pytest.mark.skipif(importlib.util.find_spec("neural_compressor") is None, reason="neural-compressor 2.x not installed (optional inc backend)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("neural_compressor") is None, reason="neural-compressor 2.x not installed (optional inc backend)"
+)
 def test_inc_backend_reaches_pattern_sparsity(tiny_teacher, tiny_cache, tmp_path):
     text = TINY_YAML + """\
   tiny-inc:

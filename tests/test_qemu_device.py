@@ -15,7 +15,9 @@ from benchmarks.devices.qemu import CPU_MODEL, fake_cpuinfo, find_sysroot, open_
 
 pytestmark = pytest.mark.qemu
 BUILT = find_sysroot()
-needs_device = pytest.mark.skipif(BUILT is None, reason="qemu-aarch64 is not built: run `albert-edge device setup qemu-aarch64` (or .ci/device-setup.sh)")
+needs_device = pytest.mark.skipif(
+    BUILT is None, reason="qemu-aarch64 is not built: run `albert-edge device setup qemu-aarch64` (or .ci/device-setup.sh)"
+)
 
 
 def test_fake_cpuinfo_is_an_arm_cortex_a72():
@@ -51,7 +53,8 @@ def test_emulated_uname_and_stamp(dev):
 
 @needs_device
 def test_child_processes_of_the_emulated_python_are_emulated_too(dev):
-    code = "import subprocess, sys; print(subprocess.run([sys.executable, '-c', 'import platform; print(platform.machine())'], capture_output=True, text=True, check=True).stdout.strip())"
+    code = ("import subprocess, sys; print(subprocess.run([sys.executable, '-c', 'import platform; print(platform.machine())'], "
+            "capture_output=True, text=True, check=True).stdout.strip())")
     rc, out, err = dev.run_python(["-c", code], 120)
     assert (rc, out.strip()) == (0, "aarch64"), err
 

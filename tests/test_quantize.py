@@ -421,8 +421,16 @@ def test_dynamo_export_with_stale_value_info(tmp_path):
     dim_b, dim_s = torch.export.Dim("b"), torch.export.Dim("s")
     shapes = {k: {0: dim_b, 1: dim_s} for k in ("input_ids", "attention_mask", "token_type_ids")}
     src = tmp_path / "dyn.onnx"
-    torch.onnx.export(model, (), str(src), kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)},
-                      dynamic_shapes=shapes, dynamo=True, external_data=False, opset_version=17)
+    torch.onnx.export(
+        model,
+        (),
+        str(src),
+        kwargs={"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)},
+        dynamic_shapes=shapes,
+        dynamo=True,
+        external_data=False,
+        opset_version=17,
+    )
     out = quantize_onnx(preoptimize(src, tmp_path / "pre.onnx"), tmp_path / "q.onnx", QuantSpec("dynamic"))
     rep = matmul_report(out)
     assert rep.weight_int8 == rep.weight_total == 1 + 6 * 3 + 2
@@ -434,7 +442,9 @@ def test_tflite_int8_from_tflite_artifact(tiny_teacher, tiny_cache, tmp_path):
     pytest.importorskip("litert_torch")
     text = HEAD.format(budget=100.0, agreement=0.0, model="config:tiny", train=TEACHER_TRAIN, task=SST2_TASK,
                        quantize="{onnx: [], tflite: [int8-dynamic]}")
-    text = text.replace("      - quantize:", "      - export_tflite: {buckets: [32, 64], precisions: [fp32], parity_rows: 16}\n      - quantize:")
+    text = text.replace(
+        "      - quantize:", "      - export_tflite: {buckets: [32, 64], precisions: [fp32], parity_rows: 16}\n      - quantize:"
+    )
     res = run_yaml(write_yaml(tmp_path / "p.yaml", text), "q", tiny_cache)
     assert res.exit_code == 0, res.error
     art = res.steps[-1].artifact

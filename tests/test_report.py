@@ -33,8 +33,12 @@ def _rows() -> list[dict]:
         row("tflite-int8", "int8-dynamic", "tflite", "litert", 12.5, 0.89, size=1_100_000),  # slower than its fp32 twin
         row("onnx-fp32", "fp32", "onnx", "onnxruntime", 8.0, 0.90, cv=0.4),  # noisy
         row("onnx-int8", "int8-dynamic", "onnx", "onnxruntime", 5.0, 0.885, size=1_200_000),
-        {**row("tflite-fp16", "fp16", "tflite", "tflite-runtime", 1.0, None), "error": "runtime unavailable: tflite-runtime is not installed",
-         "p50_ms": None, "times_ms": None},
+        {
+            **row("tflite-fp16", "fp16", "tflite", "tflite-runtime", 1.0, None),
+            "error": "runtime unavailable: tflite-runtime is not installed",
+            "p50_ms": None,
+            "times_ms": None,
+        },
     ]
 
 

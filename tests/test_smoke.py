@@ -20,7 +20,18 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     run_dir = (cache / "runs" / "smoke-latest").resolve()
     summary = json.loads((run_dir / "summary.json").read_text())
     stages = [s["stage"] for s in summary["steps"]]
-    assert stages == ["finetune", "evaluate", "distill", "prune", "export_onnx", "export_tflite", "quantize", "bundle", "benchmark", "report"]
+    assert stages == [
+        "finetune",
+        "evaluate",
+        "distill",
+        "prune",
+        "export_onnx",
+        "export_tflite",
+        "quantize",
+        "bundle",
+        "benchmark",
+        "report",
+    ]
     assert all(s["status"] == "built" for s in summary["steps"])
     arts = {s["step"]: s for s in summary["steps"]}
     assert arts["prune"]["metrics"]["params"] < arts["distill"]["metrics"]["params"] < arts["teacher"]["metrics"]["params"]
@@ -33,8 +44,12 @@ def test_smoke_pipeline_end_to_end(tmp_path):
     assert {v["format"] for v in meta["variants"]} == {"onnx", "tflite"}
     assert any(v["precision"].startswith("int8") for v in meta["variants"])
     # the bundle passes the on-device suite (here, locally)
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO_ROOT / "device_tests"), "--bundle", str(bundle)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(REPO_ROOT / "device_tests"), "--bundle", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     # everything is reused on a second run
     assert main(["run", str(REPO_ROOT / "pipelines.yaml"), "-p", "smoke", "--cache-dir", str(cache)]) == 0

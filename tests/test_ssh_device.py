@@ -70,7 +70,9 @@ class Sshd:
         self.state, self.port = state, _free_port()
         env = {**os.environ, "ALBERT_EDGE_SSHD_LOGIN": login}
         self.log = open(state.parent / f"{state.name}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(SSHD_SCRIPT), "foreground", str(state), str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [str(SSHD_SCRIPT), "foreground", str(state), str(self.port)], env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -148,7 +150,10 @@ def test_push_run_pull_roundtrip(dev, tmp_path):
     src = tmp_path / "payload dir"
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "data file.txt").write_text("hello device\n")
-    (src / "job.py").write_text("import json, sys, pathlib\nd = pathlib.Path(sys.argv[1])\n(d / 'out.json').write_text(json.dumps({'read': (d / 'sub' / 'data file.txt').read_text()}))\n")
+    (src / "job.py").write_text(
+        "import json, sys, pathlib\nd = pathlib.Path(sys.argv[1])\n(d / 'out.json').write_text(json.dumps({'read': (d / 'sub' / 'data "
+        "file.txt').read_text()}))\n"
+    )
     remote = dev.push(src)
     assert remote != str(src) and remote.endswith("/payload dir")
     rc, _, err = dev.run_python([f"{remote}/job.py", remote], 60)
@@ -177,7 +182,9 @@ def test_unknown_host_key_is_refused_by_default(sshd, tmp_path):
     strict = SshDevice(sshd.device().spec, identity=sshd.state / "client_ed25519", known_hosts=empty, ssh_config="/dev/null")
     with pytest.raises(DeviceError, match="known_hosts"):
         strict.run(["true"], 20)
-    trusting = SshDevice(sshd.device().spec, identity=sshd.state / "client_ed25519", known_hosts=empty, ssh_config="/dev/null", insecure_accept_new=True)
+    trusting = SshDevice(
+        sshd.device().spec, identity=sshd.state / "client_ed25519", known_hosts=empty, ssh_config="/dev/null", insecure_accept_new=True
+    )
     assert trusting.run(["true"], 20)[0] == 0
     trusting.close()
     assert "127.0.0.1" in empty.read_text(), "accept-new did not record the host key"
@@ -276,7 +283,8 @@ def test_device_tests_suite_runs_remotely_and_json_comes_back(dev, tmp_path):
     suite.mkdir()
     (suite / "conftest.py").write_text("def pytest_addoption(parser):\n    parser.addoption('--bundle')\n")
     (suite / "test_probe.py").write_text(
-        "import os\n\ndef test_bundle_visible(request):\n    assert os.path.isfile(os.path.join(request.config.getoption('--bundle'), 'm.onnx'))\n\n"
+        "import os\n\ndef test_bundle_visible(request):\n    assert os.path.isfile(os.path.join(request.config.getoption('--bundle'), "
+        "'m.onnx'))\n\n"
         "def test_fails_on_purpose():\n    assert 1 == 2\n"
     )
     bundle = tmp_path / "bundle"

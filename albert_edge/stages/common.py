@@ -44,7 +44,9 @@ def selection_note(data: dict[str, Encoded], what: str) -> dict[str, Any]:
             "train_rows": len(data["train"]), "reported_on": "eval", "eval_rows": len(data["eval"])}
 
 
-def evaluate_and_save(ctx: StageContext[Any], model: Any, tokenizer: Any, data: dict[str, Encoded], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def evaluate_and_save(
+    ctx: StageContext[Any], model: Any, tokenizer: Any, data: dict[str, Encoded], meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Evaluate once on the eval split (reported) and on validation (what gates judge); save
     model + eval predictions into the artifact; return metrics (`accuracy` is eval's)."""
     pad = tokenizer.pad_token_id or 0

@@ -48,8 +48,10 @@ class DistillConfig:
                 raise FieldError(key, f"teacher layer {max(idx)} does not exist (the teacher has {teacher_layers}, 0-based)")
         hidden = source_info.get("hidden_size")
         if hidden and self.student.hidden_size is None and self.student.num_attention_heads and hidden % self.student.num_attention_heads:
-            raise FieldError("student.num_attention_heads", f"the teacher's hidden size {hidden} is not divisible by {self.student.num_attention_heads} heads")
-
+            raise FieldError(
+                "student.num_attention_heads",
+                f"the teacher's hidden size {hidden} is not divisible by {self.student.num_attention_heads} heads",
+            )
 
     def output_facts(self, teacher: dict[str, Any]) -> dict[str, Any]:
         """The student's architecture, for static checks of later steps (e.g. prune's head count)."""
@@ -69,9 +71,13 @@ def distill(ctx: StageContext[DistillConfig]) -> dict[str, Any]:
     if cfg.student.num_hidden_layers > t_layers:
         raise StageError(f"student has {cfg.student.num_hidden_layers} layers but the teacher only {t_layers}")
     data = task_data(ctx, tok)
-    counts = np.bincount(np.concatenate([np.asarray(x, dtype=np.int64) for x in data["train"].input_ids]), minlength=teacher.config.vocab_size)
+    counts = np.bincount(
+        np.concatenate([np.asarray(x, dtype=np.int64) for x in data["train"].input_ids]), minlength=teacher.config.vocab_size
+    )
     try:
-        student, notes = build_student(teacher, cfg.student, cfg.init, ctx.pipeline.seed, counts[: teacher.config.vocab_size], ctx.pipeline.task.max_seq_len)
+        student, notes = build_student(
+            teacher, cfg.student, cfg.init, ctx.pipeline.seed, counts[: teacher.config.vocab_size], ctx.pipeline.task.max_seq_len
+        )
     except ValueError as err:
         raise StageError(str(err)) from None
     for note in notes:
@@ -79,7 +85,9 @@ def distill(ctx: StageContext[DistillConfig]) -> dict[str, Any]:
     pad = tok.pad_token_id or 0
     loss = build_loss(cfg.loss, teacher, student, data["train"], pad, progress=ctx.progress, log=ctx.log)
     t_params, s_params = count_parameters(teacher), count_parameters(student)
-    ctx.log.info("  student %d params (teacher %d, %.1fx smaller), %d train rows", s_params, t_params, t_params / s_params, len(data["train"]))
+    ctx.log.info(
+        "  student %d params (teacher %d, %.1fx smaller), %d train rows", s_params, t_params, t_params / s_params, len(data["train"])
+    )
     with loss.context(student):
         res = train(student, data["train"], data["validation"], cfg.train, loss, seed=ctx.pipeline.seed, pad_id=pad,
                     progress=ctx.progress, params=loss.params)

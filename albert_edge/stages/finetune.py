@@ -36,7 +36,9 @@ def finetune(ctx: StageContext[FinetuneConfig]) -> dict[str, Any]:
     data = task_data(ctx, tok)
     ctx.log.info("  fine-tuning on %d examples, choosing the checkpoint on %d held-out validation rows, reporting on %d eval rows",
                  len(data["train"]), len(data["validation"]), len(data["eval"]))
-    res = train(model, data["train"], data["validation"], cfg.train, seed=ctx.pipeline.seed, pad_id=tok.pad_token_id or 0, progress=ctx.progress)
+    res = train(
+        model, data["train"], data["validation"], cfg.train, seed=ctx.pipeline.seed, pad_id=tok.pad_token_id or 0, progress=ctx.progress
+    )
     ctx.info["history"] = res.history
     ctx.info["selection"] = selection_note(data, "best checkpoint")
     metrics = evaluate_and_save(ctx, model, tok, data, {"source": ctx.pipeline.model})

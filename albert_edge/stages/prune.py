@@ -103,8 +103,15 @@ def _structured(ctx: StageContext[Any], model: Any, loss: Any, data: dict[str, A
     before = st.structure_counts(model)
     st.apply_plan(model, plan)
     after = st.structure_counts(model)
-    ctx.log.info("  removed %d/%d heads and %d/%d FFN neurons (%s, %s ranking)", before["heads"] - after["heads"], before["heads"],
-                 before["ffn_neurons"] - after["ffn_neurons"], before["ffn_neurons"], cfg.importance, "global" if cfg.global_ranking else "per-layer")
+    ctx.log.info(
+        "  removed %d/%d heads and %d/%d FFN neurons (%s, %s ranking)",
+        before["heads"] - after["heads"],
+        before["heads"],
+        before["ffn_neurons"] - after["ffn_neurons"],
+        before["ffn_neurons"],
+        cfg.importance,
+        "global" if cfg.global_ranking else "per-layer",
+    )
     ctx.info["plan"] = {"heads": plan.heads, "neurons": [len(n) for n in plan.neurons]}
     return {"heads_before": before["heads"], "heads_after": after["heads"],
             "ffn_neurons_before": before["ffn_neurons"], "ffn_neurons_after": after["ffn_neurons"],
@@ -154,9 +161,13 @@ def prune(ctx: StageContext[PruneConfig]) -> dict[str, Any]:
             ctx.info["schedule"] = pruner.history
         metrics["sparsity"] = round(sp.measured_sparsity(weights), 4)
         metrics["model_sparsity"] = round(sp.model_sparsity(model), 4)
-        ctx.log.info("  sparsity %.1f%% of pruned weights, %.1f%% of all parameters", 100 * metrics["sparsity"], 100 * metrics["model_sparsity"])
+        ctx.log.info(
+            "  sparsity %.1f%% of pruned weights, %.1f%% of all parameters", 100 * metrics["sparsity"], 100 * metrics["model_sparsity"]
+        )
     metrics.update(evaluate_and_save(ctx, model, tok, data, {**meta, "pruned_from": src.key, "prune_method": cfg.method}))
-    metrics.update(params_before=params_before, recovery_seconds=round(res.seconds, 1) if res else 0.0, recovery_steps=res.steps if res else 0)
+    metrics.update(
+        params_before=params_before, recovery_seconds=round(res.seconds, 1) if res else 0.0, recovery_steps=res.steps if res else 0
+    )
     metrics["size_bytes"] = sp.weights_file(ctx.out_dir / "model").stat().st_size
     metrics["gzip_bytes"] = sp.gzip_size(sp.weights_file(ctx.out_dir / "model"))
     metrics["input_gzip_bytes"] = sp.gzip_size(sp.weights_file(src.model_dir))

@@ -36,4 +36,8 @@ def report_stage(ctx: StageContext[ReportConfig]) -> dict[str, Any]:
     write_report(rows, ctx.out_dir, ctx.config.title, ctx.config.cv_threshold)
     ctx.log.info("  report: %s", ctx.out_dir / "report.html")
     ctx.info["report"] = "report.html"
-    return {"rows": len(rows), "noisy": sum("noisy" in r["flags"] for r in rows), "int8_slower": sum("int8-slower-than-fp32" in r["flags"] for r in rows)}
+    return {
+        "rows": len(rows),
+        "noisy": sum("noisy" in r["flags"] for r in rows),
+        "int8_slower": sum("int8-slower-than-fp32" in r["flags"] for r in rows),
+    }

@@ -21,7 +21,9 @@ from benchmarks.devices.base import DeviceError, DeviceSpec, run_command
 REMOTE_ROOT = "/data/local/tmp/albert-edge"
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
 _TIMINGS = re.compile(rf"Inference timings in us: Init: {_NUM}, First inference: {_NUM}, Warmup \(avg\): {_NUM}, Inference \(avg\): {_NUM}")
-_COUNT = re.compile(rf"count=(\d+)(?: first={_NUM})? curr={_NUM}(?: min={_NUM} max={_NUM} avg={_NUM} std={_NUM})?(?: p5={_NUM} median={_NUM} p95={_NUM})?")
+_COUNT = re.compile(
+    rf"count=(\d+)(?: first={_NUM})? curr={_NUM}(?: min={_NUM} max={_NUM} avg={_NUM} std={_NUM})?(?: p5={_NUM} median={_NUM} p95={_NUM})?"
+)
 _DELTA = re.compile(rf"(?:Memory footprint delta from the start of the tool|Peak memory footprint) \(MB\): init={_NUM} overall={_NUM}")
 _PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {_NUM}")
 _SIZE = re.compile(rf"The input model file size \(MB\): {_NUM}")
@@ -78,7 +80,9 @@ class AdbDevice:
 
     python = False
 
-    def __init__(self, serial: str | None = None, benchmark_model: str | None = None, adb: str | None = None, remote_root: str = REMOTE_ROOT) -> None:
+    def __init__(
+        self, serial: str | None = None, benchmark_model: str | None = None, adb: str | None = None, remote_root: str = REMOTE_ROOT
+    ) -> None:
         self.serial = serial
         self.name = f"adb:{serial}" if serial else "adb"
         self.adb = adb or os.environ.get("ADB", "adb")
@@ -95,7 +99,10 @@ class AdbDevice:
         if rc == 127:
             raise DeviceError(f"{self.adb}: not found; install Android platform-tools (adb) or set $ADB")
         if rc != 0:
-            raise DeviceError(f"{' '.join(argv[:4])}: exit {rc}: {(err or out).strip()[:300]} (is the phone attached with USB debugging on? `adb devices`)")
+            raise DeviceError(
+                f"{' '.join(argv[:4])}: exit {rc}: {(err or out).strip()[:300]} (is the phone attached with USB debugging on? `adb "
+                "devices`)"
+            )
         return out
 
     def _shell(self, command: list[str], timeout: float = 120.0) -> tuple[int, str, str]:
@@ -148,7 +155,9 @@ class AdbDevice:
     def run_python(self, args: list[str], timeout: float) -> tuple[int, str, str]:
         return 127, "", "adb devices run benchmark_model, not Python"
 
-    def benchmark_model(self, graph: str, threads: int, runs: int, warmup: int, min_secs: float = 1.0, timeout: float = 900.0) -> dict[str, Any]:
+    def benchmark_model(
+        self, graph: str, threads: int, runs: int, warmup: int, min_secs: float = 1.0, timeout: float = 900.0
+    ) -> dict[str, Any]:
         """Run benchmark_model on one pushed .tflite file; parsed numbers (ms, MB)."""
         if self._binary is None:
             self._binary = self._install_binary()

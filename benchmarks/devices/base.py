@@ -107,7 +107,12 @@ def parse_spec(spec: str) -> DeviceSpec:
     raise ValueError(f"unknown device {spec!r}: use local, ssh://user@host[:port], adb[:serial] or qemu-aarch64[:cpu]")
 
 
-_MODULES = {"local": "benchmarks.devices.local", "adb": "benchmarks.devices.adb", "ssh": "benchmarks.devices.ssh", "qemu-aarch64": "benchmarks.devices.qemu"}
+_MODULES = {
+    "local": "benchmarks.devices.local",
+    "adb": "benchmarks.devices.adb",
+    "ssh": "benchmarks.devices.ssh",
+    "qemu-aarch64": "benchmarks.devices.qemu",
+}
 
 
 def get_device(spec: str, **options: Any) -> Device:

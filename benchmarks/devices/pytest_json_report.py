@@ -15,7 +15,9 @@ def pytest_runtest_logreport(report: Any) -> None:
     if report.when == "call" or report.outcome != "passed":
         msg = str(report.longrepr)[-2000:] if report.longrepr else ""
         outcome = "error" if report.failed and report.when != "call" else report.outcome
-        _results.append({"test": report.nodeid, "when": report.when, "outcome": outcome, "seconds": round(report.duration, 3), "message": msg})
+        _results.append(
+            {"test": report.nodeid, "when": report.when, "outcome": outcome, "seconds": round(report.duration, 3), "message": msg}
+        )
 
 
 def pytest_sessionfinish(session: Any, exitstatus: int) -> None:

@@ -50,10 +50,22 @@ PYTEST_PACKAGES = ("pytest", "pluggy", "iniconfig", "packaging")
 # Runtime wheels are pinned to the host's versions when it has them: the device then runs the
 # very runtime the host validated parity with.
 RUNTIME_DISTS = ("numpy", "onnxruntime", "ai-edge-litert")
-WHEEL_PLATFORMS = ("manylinux2014_aarch64", "manylinux_2_17_aarch64", "manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux_2_34_aarch64")
+WHEEL_PLATFORMS = (
+    "manylinux2014_aarch64",
+    "manylinux_2_17_aarch64",
+    "manylinux_2_27_aarch64",
+    "manylinux_2_28_aarch64",
+    "manylinux_2_34_aarch64",
+)
 QEMU_CPU = "cortex-a72"  # ~30 % faster than qemu's default `max` CPU and a real board's core
 CPU_MODEL = "ARM Cortex-A72 (qemu-user emulated)"
-PROGRAMS = {"python3": "usr/bin/python3.11", "python3.11": "usr/bin/python3.11", "python": "usr/bin/python3.11", "uname": "bin/uname", "arch": "usr/bin/arch"}
+PROGRAMS = {
+    "python3": "usr/bin/python3.11",
+    "python3.11": "usr/bin/python3.11",
+    "python": "usr/bin/python3.11",
+    "uname": "bin/uname",
+    "arch": "usr/bin/arch",
+}
 EMULATED_NOTE = "qemu-user emulation: latencies are 250-600x slower than ARM hardware and are NOT device speed"
 SITE_DIR = "usr/lib/python3/dist-packages"
 
@@ -108,7 +120,9 @@ class QemuSysroot:
     def env(self, home: Path | None = None) -> dict[str, str]:
         """Environment for emulated processes: wrappers first on PATH, HOME and TMPDIR outside the
         sysroot (qemu would map paths that exist inside it), no host Python paths leaking in."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k not in ("VIRTUAL_ENV", "LD_LIBRARY_PATH", "LD_PRELOAD")}
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k not in ("VIRTUAL_ENV", "LD_LIBRARY_PATH", "LD_PRELOAD")
+        }
         env["PATH"] = f"{self.bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin"
         if home is not None:
             env["HOME"] = env["TMPDIR"] = str(home)
@@ -183,7 +197,13 @@ def _probe(root: Path, log: Any) -> dict[str, Any]:
     )
     sysroot = QemuSysroot(root)
     with tempfile.TemporaryDirectory() as home:
-        out = _run_step([str(sysroot.python), "-c", code], "import check of numpy, onnxruntime, LiteRT under emulation", 600, log, sysroot.env(Path(home)))
+        out = _run_step(
+            [str(sysroot.python), "-c", code],
+            "import check of numpy, onnxruntime, LiteRT under emulation",
+            600,
+            log,
+            sysroot.env(Path(home)),
+        )
     facts = json.loads(out.strip().splitlines()[-1])
     if facts["arch"] != "aarch64":
         raise DeviceError(f"qemu-aarch64 setup: emulated Python reports arch {facts['arch']!r}, not aarch64")
@@ -224,7 +244,9 @@ def cpu_view(base: QemuSysroot, cpu: CpuModel, version: str) -> QemuSysroot:
     """The sysroot as one CPU model sees it, built once per (qemu version, model): links to the
     base sysroot's files, wrappers that pass `-cpu MODEL`, and a /proc/cpuinfo whose Features
     are the capability bits this qemu gives that model (read from the emulated auxv)."""
-    vslug = "".join(c if c.isalnum() or c in ".-" else "_" for c in (version.split("(")[0].replace("qemu-aarch64 version", "").strip() or "unknown"))
+    vslug = "".join(
+        c if c.isalnum() or c in ".-" else "_" for c in (version.split("(")[0].replace("qemu-aarch64 version", "").strip() or "unknown")
+    )
     dest = base.root / "cpus" / vslug / cpu.slug
     if (dest / "stamp.json").is_file():
         return QemuSysroot(dest)
@@ -247,8 +269,15 @@ def cpu_view(base: QemuSysroot, cpu: CpuModel, version: str) -> QemuSysroot:
         hwcap, hwcap2 = json.loads(out.strip().splitlines()[-1])
         features = decode_hwcaps(int(hwcap), int(hwcap2))
         (view / "proc" / "cpuinfo").write_text(cpuinfo_text(cpu, features, os.cpu_count() or 4))
-        stamp = {**base.stamp(), "cpu_model": f"{cpu.marketing_name} (qemu-user -cpu {cpu.qemu_arg})", "qemu_cpu": cpu.qemu_arg, "qemu": version,
-                 "hwcaps": features, "hwcap": int(hwcap), "hwcap2": int(hwcap2)}
+        stamp = {
+            **base.stamp(),
+            "cpu_model": f"{cpu.marketing_name} (qemu-user -cpu {cpu.qemu_arg})",
+            "qemu_cpu": cpu.qemu_arg,
+            "qemu": version,
+            "hwcaps": features,
+            "hwcap": int(hwcap),
+            "hwcap2": int(hwcap2),
+        }
         if pi_versions is not None:
             stamp["versions"] = {**stamp.get("versions", {}), **pi_versions}
             stamp["python_env"] = f"board Python: /{PI_SITE} ({', '.join(PI_REQUIREMENTS)}) before the sysroot's site-packages"
@@ -280,8 +309,18 @@ def build_sysroot(root: Path | None = None, force: bool = False, mirror: str | N
         sysroot = tmp / "sysroot"
         mirror = mirror or os.environ.get("ALBERT_EDGE_DEBIAN_MIRROR") or DEBIAN_MIRROR
         _run_step(
-            ["mmdebstrap", "--arch=arm64", "--variant=extract", "--include=" + ",".join(DEBIAN_PACKAGES), DEBIAN_SUITE, str(sysroot), mirror],
-            f"arm64 Debian {DEBIAN_SUITE} sysroot (mmdebstrap)", 900, log,
+            [
+                "mmdebstrap",
+                "--arch=arm64",
+                "--variant=extract",
+                "--include=" + ",".join(DEBIAN_PACKAGES),
+                DEBIAN_SUITE,
+                str(sysroot),
+                mirror,
+            ],
+            f"arm64 Debian {DEBIAN_SUITE} sysroot (mmdebstrap)",
+            900,
+            log,
         )
         site = sysroot / SITE_DIR
         site.mkdir(parents=True, exist_ok=True)
@@ -295,7 +334,12 @@ def build_sysroot(root: Path | None = None, force: bool = False, mirror: str | N
         _prepare_tree(sysroot)
         if sys.version_info[:2] == (3, 11):  # same bytecode: precompile the stdlib natively, emulated startup is slow
             stdlib = sysroot / "usr/lib/python3.11"
-            _run_step([sys.executable, "-m", "compileall", "-q", "-j", "0", "-s", str(sysroot), "-p", "/", str(stdlib)], "precompile the stdlib", 600, log)
+            _run_step(
+                [sys.executable, "-m", "compileall", "-q", "-j", "0", "-s", str(sysroot), "-p", "/", str(stdlib)],
+                "precompile the stdlib",
+                600,
+                log,
+            )
         _write_wrappers(tmp)
         facts = _probe(tmp, log)
         stamp = {
@@ -393,7 +437,9 @@ def open_device(spec: DeviceSpec, **options: Any) -> QemuDevice:
     """The cached device; DeviceError saying how to build it if it is not there."""
     found = find_sysroot(options.get("root"))
     if found is None:
-        raise DeviceError(f"qemu-aarch64 is not built at {cache_root()}: run `albert-edge device setup qemu-aarch64` (or .ci/device-setup.sh)")
+        raise DeviceError(
+            f"qemu-aarch64 is not built at {cache_root()}: run `albert-edge device setup qemu-aarch64` (or .ci/device-setup.sh)"
+        )
     if shutil.which("qemu-aarch64-static") is None and not os.environ.get("QEMU_AARCH64"):
         raise DeviceError("qemu-aarch64-static is not installed: apt-get install qemu-user-static")
     cpu = parse_cpu(spec.cpu)

@@ -123,7 +123,9 @@ class SshDevice:
             argv += ["-p", str(self.spec.port)]
         return [*argv, "--", self.destination, remote_command]
 
-    def _ssh(self, remote_command: str, timeout: float, stdin_writer: Any = None, stdout: IO[bytes] | None = None) -> tuple[int, bytes, str]:
+    def _ssh(
+        self, remote_command: str, timeout: float, stdin_writer: Any = None, stdout: IO[bytes] | None = None
+    ) -> tuple[int, bytes, str]:
         """Run one ssh call; DeviceError if the connection fails, drops or hangs past `timeout`."""
         proc = subprocess.Popen(
             self.ssh_argv(remote_command),
@@ -181,19 +183,27 @@ class SshDevice:
         and process); work dirs left by a killed run of this host are removed on the way."""
         if self._workdir is None:
             nonce = secrets.token_hex(8)
-            marker, timeout_marker, owner_marker = (f"ALBERT_EDGE_WORKDIR_{nonce}=", f"ALBERT_EDGE_HAS_TIMEOUT_{nonce}", f"ALBERT_EDGE_OWNER_{nonce}=")
+            marker, timeout_marker, owner_marker = (
+                f"ALBERT_EDGE_WORKDIR_{nonce}=",
+                f"ALBERT_EDGE_HAS_TIMEOUT_{nonce}",
+                f"ALBERT_EDGE_OWNER_{nonce}=",
+            )
             cmd = (
-                f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{WORKDIR_PREFIX}XXXXXX") && printf "%s\\n" {shlex.quote(owner_tag())} > "$d/{OWNER_FILE}" && '
+                f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/{WORKDIR_PREFIX}XXXXXX") && printf "%s\\n" {shlex.quote(owner_tag())} > '
+                f'"$d/{OWNER_FILE}" && '
                 f'printf "%s%s\\n" {marker} "$d" && '
                 f"if command -v timeout >/dev/null 2>&1; then echo {timeout_marker}; fi; "
                 f'for o in "${{TMPDIR:-/tmp}}"/{WORKDIR_PREFIX}??????/{OWNER_FILE}; do '
-                f'if [ -f "$o" ] && [ "${{o%/*}}" != "$d" ]; then printf "%s%s %s\\n" {owner_marker} "${{o%/*}}" "$(sed -n 1p "$o")"; fi; done; true'
+                f'if [ -f "$o" ] && [ "${{o%/*}}" != "$d" ]; then printf "%s%s %s\\n" {owner_marker} "${{o%/*}}" "$(sed -n 1p "$o")"; fi; '
+                'done; true'
             )
             rc, out, err = self._ssh(cmd, 30 + self._margin())
             lines = [ln.strip("\r") for ln in out.decode(errors="replace").splitlines()]
             found = [ln[len(marker):] for ln in lines if ln.startswith(marker)]
             if rc != 0 or len(found) != 1 or not is_own_workdir(found[0]):
-                why = _last_line(err) or (f"exit {rc}" if rc != 0 else f"the reply has no usable work-directory line: {_first_line(lines)!r}")
+                why = _last_line(err) or (
+                    f"exit {rc}" if rc != 0 else f"the reply has no usable work-directory line: {_first_line(lines)!r}"
+                )
                 raise DeviceError(f"{self.name}: cannot create a work directory ({why})")
             self._workdir = found[0]
             self._has_timeout = timeout_marker in lines
@@ -332,7 +342,8 @@ def _hint(err: str) -> str:
         return ("; the port answered but the ssh handshake did not complete: is this sshd's port (not another service), "
                 "or is sshd overloaded (MaxStartups)?")
     if "host key verification failed" in low or "no matching host key" in low or "remote host identification has changed" in low:
-        return "; the host key is not in known_hosts: check it, then `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts` (or insecure_accept_new=True)"
+        return ("; the host key is not in known_hosts: check it, then `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts` "
+                "(or insecure_accept_new=True)")
     if "permission denied" in low:
         return "; key login refused: add your public key to the board's ~/.ssh/authorized_keys (BatchMode: no passwords)"
     if "connection refused" in low or "timed out" in low or "no route" in low:

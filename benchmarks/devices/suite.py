@@ -20,7 +20,12 @@ def _tail(text: str) -> str:
 
 
 def run_device_tests(
-    device: Device, bundle: Path, out_dir: Path, timeout: float = 1800.0, pytest_args: tuple[str, ...] = (), suite_dir: Path = REPO_ROOT / "device_tests"
+    device: Device,
+    bundle: Path,
+    out_dir: Path,
+    timeout: float = 1800.0,
+    pytest_args: tuple[str, ...] = (),
+    suite_dir: Path = REPO_ROOT / "device_tests",
 ) -> dict[str, Any]:
     """Push `bundle`, the device_tests suite and the edge_runtime package, run `python -m pytest device_tests --bundle DIR`
     on the device, pull its JSON report to out_dir/device-tests.json and return it (+ stamp).
@@ -43,7 +48,21 @@ def run_device_tests(
             "import pytest; sys.exit(pytest.main(sys.argv[3:]))"
         )
         rc, out, err = device.run_python(
-            ["-c", code, remote_suite, report, "device_tests", "--bundle", remote_bundle, "-q", "-p", "no:cacheprovider", "-p", "albert_edge_json_report", *pytest_args],
+            [
+                "-c",
+                code,
+                remote_suite,
+                report,
+                "device_tests",
+                "--bundle",
+                remote_bundle,
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-p",
+                "albert_edge_json_report",
+                *pytest_args,
+            ],
             timeout,
         )
         local = out_dir / "device-tests.json"
