@@ -14,6 +14,7 @@ from albert_edge.models import count_parameters, load_model, save_model
 from albert_edge.training import predict_logits
 
 if TYPE_CHECKING:
+    from albert_edge.variant import ModelVariant
     from export.parity import ParityResult
 
 
@@ -79,3 +80,10 @@ def require_parity(results: Sequence[ParityResult]) -> None:
         if r.table:
             parts.append(r.table)
     raise StageError("\n".join(parts))
+
+
+def export_metrics(main: ModelVariant, results: Sequence[ParityResult], parity_rows: int) -> dict[str, Any]:
+    """An export stage's summary metrics: its first file's numbers and the worst parity difference."""
+    return {"accuracy": main.accuracy, "val_accuracy": main.val_accuracy, "agreement": main.agreement,
+            "max_abs_diff": max(r.max_abs_diff for r in results), "parity_rows": parity_rows, "size_bytes": main.size_bytes,
+            "size_mb": round((main.size_bytes or 0) / 1e6, 3)}

@@ -39,7 +39,7 @@ class ExportOnnxConfig:
 def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
     """Export to ONNX (shared weights kept shared), add the configured offline-optimised graph, time ORT levels, check parity."""
     from albert_edge.models import count_parameters
-    from albert_edge.stages.common import load_input_model, require_parity, task_data
+    from albert_edge.stages.common import export_metrics, load_input_model, require_parity, task_data
     from export.parity import check, file_logits, split_accuracies, torch_logits
 
     cfg: ExportOnnxConfig = ctx.config
@@ -85,15 +85,8 @@ def export_onnx_stage(ctx: StageContext[ExportOnnxConfig]) -> dict[str, Any]:
     ctx.info["variants"] = [v.to_dict() for v in variants]
     ctx.info["export"] = used
     ctx.info["ort_timing"] = timing
-    main = variants[0]
     return {
-        "accuracy": main.accuracy,
-        "val_accuracy": main.val_accuracy,
-        "agreement": main.agreement,
-        "max_abs_diff": max(r.max_abs_diff for r in results),
-        "parity_rows": len(rows),
-        "size_bytes": main.size_bytes,
-        "size_mb": round((main.size_bytes or 0) / 1e6, 3),
+        **export_metrics(variants[0], results, len(rows)),
         "exporter": used["exporter"],
         "export_seconds": used["seconds"],
         "params": params,

@@ -54,7 +54,7 @@ def _file_name(precision: str) -> str:
 @stage("export_tflite", config=ExportTFLiteConfig, version="5", inputs=("model", "?teacher"), output="tflite")
 def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]:
     """Export to TFLite (one file per precision, one signature per bucket) and check every file's parity."""
-    from albert_edge.stages.common import load_input_model, require_parity, task_data
+    from albert_edge.stages.common import export_metrics, load_input_model, require_parity, task_data
     from edge_runtime import ModelLoadError
     from export.parity import check, clip_encoded, file_logits, split_accuracies, torch_logits
 
@@ -113,16 +113,9 @@ def export_tflite_stage(ctx: StageContext[ExportTFLiteConfig]) -> dict[str, Any]
         fp32_file.unlink()  # only the precisions asked for stay in the artifact
     require_parity(results)
     ctx.info["variants"] = [v.to_dict() for v in variants]
-    main = variants[0]
     return {
-        "accuracy": main.accuracy,
-        "val_accuracy": main.val_accuracy,
-        "agreement": main.agreement,
-        "max_abs_diff": max(r.max_abs_diff for r in results),
-        "parity_rows": len(rows),
+        **export_metrics(variants[0], results, len(rows)),
         "buckets": list(buckets),
-        "size_bytes": main.size_bytes,
-        "size_mb": round((main.size_bytes or 0) / 1e6, 3),
         "sizes_mb": {v.precision: round((v.size_bytes or 0) / 1e6, 3) for v in variants},
         "accuracies": {v.precision: v.accuracy for v in variants},
     }
