@@ -270,7 +270,7 @@ def bundle_targets(bundle: Path) -> list[Target]:
 
 def _guess_precision(stem: str) -> str:
     s = stem.lower()
-    for p in ("int8-dynamic", "int8-static", "int8-full", "fp16", "int8"):
+    for p in ("int8-dynamic", "int8-static", "fp16", "int8"):
         if p in s or p.replace("-", "_") in s:
             return p
     return "fp32"
