@@ -441,3 +441,44 @@ def test_matmul_audit_counts_int8_weights_in_every_precision(tflite_art):
     assert int8.weight_total == fp32.weight_total  # the same weights, counted once across the buckets
     assert int8.weight_int8 == int8.weight_total and not int8.float_weight_nodes
     assert matmul_report(files["fp16"]).weight_int8 == 0
+
+
+def test_audit_names_are_stable_across_precisions(tflite_art):
+    """The audit names a weight matmul by its place in the graph (`<OP>#<k>`), not by the
+    compacted tensor name (`w<buffer>`, which quantising renumbers): the fp32 and int8 files
+    list the same names, which is what lets the keep-float fallback's list be checked."""
+    from export.tflite_audit import weight_matmuls
+
+    files = {v["precision"]: tflite_art.path / v["file"] for v in tflite_art.variants()}
+    fp32, _, _ = weight_matmuls(files["fp32"])
+    int8, _, _ = weight_matmuls(files["int8-dynamic"])
+    assert [w.name for w in fp32] == [w.name for w in int8] == [f"{w.op}#{k}" for k, w in enumerate(fp32)]
+    assert [w.shape for w in fp32] == [w.shape for w in int8]
+    assert [w.buffer for w in fp32] != [w.buffer for w in int8]  # why tensor names (w<buffer>) could not serve
+    # one weight, read by one operator per bucket signature: every reader is listed
+    assert all(len(w.scopes) % len(BUCKETS) == 0 for w in fp32)
+
+
+def test_keep_float_and_only_scopes_reach_exactly_the_named_weights(tflite_art, tmp_path):
+    """The recipe rules the fallback adds match operators by output tensor name in the
+    uniquely renamed copy (`s<subgraph>t<index>`, signature outputs keep theirs): keeping two
+    weights float leaves exactly those two float, in every signature; `only` quantises one."""
+    from compress.tflite_int8 import Quantiser, candidates
+    from export.tflite_audit import matmul_report, unexpected_float
+
+    fp32 = tflite_art.path / "model.fp32.tflite"
+    weights = candidates(fp32, tmp_path)
+    assert len(weights) == matmul_report(fp32).weight_total
+    assert any(s.startswith("s1t") for w in weights for s in w.scopes)  # names unique across signatures
+    classifier = weights[-1]
+    assert set(classifier.scopes) == {f"seq_{b}_logits_output" for b in BUCKETS}  # the signature outputs
+    q = Quantiser(fp32, "int8-dynamic")
+    keep = [classifier, weights[0]]
+    q.build(tmp_path / "keep.tflite", keep_float=keep)
+    rep = matmul_report(tmp_path / "keep.tflite")
+    assert set(rep.float_weight_nodes) == {w.name for w in keep} and rep.weight_int8 == rep.weight_total - 2
+    assert unexpected_float(tmp_path / "keep.tflite", {w.name for w in keep}) == []
+    assert unexpected_float(tmp_path / "keep.tflite", {classifier.name}) == [weights[0].name]  # any other float one is named
+    q.build(tmp_path / "only.tflite", only=[weights[3]])
+    rep = matmul_report(tmp_path / "only.tflite")
+    assert rep.weight_int8 == 1 and weights[3].name not in rep.float_weight_nodes
