@@ -22,6 +22,7 @@ import contextlib
 import importlib.metadata as md
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -137,14 +138,26 @@ def calibration_feeds(enc: Encoded, seq_lens: Sequence[int], pad_id: int = 0) ->
     return out
 
 
+def scope_regex(scopes: Sequence[str]) -> str:
+    """An ai-edge-quantizer recipe regex that matches exactly the operators whose output tensors
+    are `scopes` (the quantizer matches `<output names>;` with re.search, so anchor both ends)."""
+    return "^(?:" + "|".join(re.escape(s) for s in scopes) + ");$"
+
+
 def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
                     calibration: dict[str, list[dict[str, np.ndarray]]] | None = None, threads: int = 1,
-                    granularity: Granularity = "channel") -> None:
+                    granularity: Granularity = "channel", *, keep_float: Sequence[str] = (), only: Sequence[str] | None = None,
+                    stats_cache: dict[str, Any] | None = None) -> None:
     """Write a reduced-precision copy of an fp32 .tflite file (all signatures) with ai-edge-quantizer.
 
     calibration: feeds per signature (see calibration_feeds), needed by int8-static only.
     granularity: int8-dynamic weight scales per output channel (more accurate) or per tensor
     (smaller, and the only kind tflite-runtime 2.14 computes correctly, see INT8_COMPAT).
+    keep_float / only: operator scopes (output tensor names in unique_names_copy(float_file),
+    see export.tflite_audit.WeightMatmul.scopes) kept float, or the only ones quantised: the
+    int8 keep-float fallback and its sensitivity probes. stats_cache: a dict that keeps the
+    int8-static calibration between calls on the same float file and rows (calibrated with
+    the full recipe, so any restriction of it finds its ranges).
     """
     if precision == "fp32":
         shutil.copyfile(float_file, out_path)
@@ -177,10 +190,32 @@ def quantize_tflite(float_file: Path, out_path: Path, precision: Precision,
         else:
             raise TFLiteExportError(f"precision {precision!r} is not made by ai-edge-quantizer here (choose from {', '.join(PRECISIONS)})")
         try:
-            stats = q.calibrate(calibration, num_threads=threads) if precision == "int8-static" else None
+            stats = None
+            if precision == "int8-static":
+                cache = stats_cache if stats_cache is not None else {}
+                if "stats" not in cache:
+                    cache["stats"] = q.calibrate(calibration, num_threads=threads)
+                stats = cache["stats"]
+            if only is not None or keep_float:
+                _restrict(q, only, keep_float)
             q.quantize(stats, enable_progress_bar=False, enable_progress_report=False).export_model(str(out_path), overwrite=True)
         except Exception as err:
             raise TFLiteExportError(f"ai-edge-quantizer could not make the {precision} file ({type(err).__name__}: {err})") from err
+
+
+def _restrict(q: Any, only: Sequence[str] | None, keep_float: Sequence[str]) -> None:
+    """Narrow a quantizer's recipe: every rule's scope becomes `only` (when given), then the
+    `keep_float` operators get NO_QUANTIZE, added last (the quantizer lets later rules win)."""
+    from ai_edge_quantizer import qtyping
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    if only is not None:
+        if not only:
+            raise TFLiteExportError("only=[] would quantise nothing")
+        q.load_quantization_recipe([{**rule, "regex": scope_regex(only)} for rule in q.get_quantization_recipe()])
+    if keep_float:
+        q.update_quantization_recipe(regex=scope_regex(keep_float), operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE)
 
 
 def convert_tflite(model: Any, out_path: Path, *, seq_lens: tuple[int, ...] = (32, 64, 128), precision: Precision = "fp32",

@@ -4,10 +4,17 @@
 A weight matmul is a FULLY_CONNECTED or BATCH_MATMUL whose weight operand is a constant
 (a tensor with buffer data), directly or through a DEQUANTIZE of a constant. Weights are
 counted once per buffer: a bucketed file's signatures share them.
+
+Each weight is named by its place in the graph, `<OP>#<k>`: the k-th weight in order of first
+use (signatures in file order, operators in order). Tensor names cannot serve: a compacted
+file names a weight after its buffer index, which quantising renumbers, while quantising and
+compacting keep the operators' order, so the fp32 file and every int8 file made from it (the
+keep-float fallback's included) call the same weight by the same name.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from compress.onnx_graph import MatMulReport
@@ -16,14 +23,38 @@ from export.tflite_compact import _schema
 _INT8_TYPES = ("INT8", "UINT8", "INT4")
 
 
-def matmul_report(path: str | Path) -> MatMulReport:
-    """Weight matmuls by precision (int8 or float) and activation matmuls, over every subgraph."""
+@dataclass(frozen=True)
+class WeightMatmul:
+    """One weight tensor and the matmuls that read it, over every signature.
+
+    scopes: the output tensor name of each of those operators, the names ai-edge-quantizer's
+    recipes match an operator by (its "scope"); only unique across signatures in a file made
+    by export.tflite_compact.unique_names_copy.
+    """
+
+    name: str  # <OP>#<k>, stable across precisions (see the module docstring)
+    op: str
+    int8: bool
+    buffer: int
+    tensor: str  # the weight tensor's name in this file
+    shape: tuple[int, ...]
+    dtype: str
+    scopes: tuple[str, ...]
+
+
+def _text(name: object) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def weight_matmuls(path: str | Path) -> tuple[list[WeightMatmul], int, dict[str, int]]:
+    """Every weight matmul of the file (see WeightMatmul), the number of activation matmuls
+    (attention scores and context), and the operator counts."""
     schema = _schema()
     model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     buffers = model.buffers or []
-    weights: dict[int, tuple[bool, str]] = {}  # buffer index -> (int8?, name)
+    found: dict[int, dict] = {}  # buffer index -> fields, in order of first use
     activation_total = 0
     ops: dict[str, int] = {}
     for sg in model.subgraphs or []:
@@ -58,9 +89,25 @@ def matmul_report(path: str | Path) -> MatMulReport:
             if buf is None:
                 activation_total += 1
                 continue
-            dtype = type_names.get(tensors[source].type, "")
-            tname = tensors[source].name.decode() if isinstance(tensors[source].name, bytes) else str(tensors[source].name)
-            weights[buf] = (dtype in _INT8_TYPES, tname)
-    float_names = tuple(sorted(n for is_int8, n in weights.values() if not is_int8))
-    int8 = sum(1 for is_int8, _ in weights.values() if is_int8)
-    return MatMulReport(len(weights), int8, float_names, activation_total, 0, ops)
+            t = tensors[source]
+            entry = found.setdefault(buf, {"op": name, "dtype": type_names.get(t.type, ""), "tensor": _text(t.name),
+                                           "shape": tuple(int(d) for d in (t.shape if t.shape is not None else [])), "scopes": []})
+            entry["scopes"].extend(_text(tensors[int(o)].name) for o in (op.outputs if op.outputs is not None else []) if int(o) >= 0)
+    weights = [WeightMatmul(f"{e['op']}#{k}", e["op"], e["dtype"] in _INT8_TYPES, buf, e["tensor"], e["shape"], e["dtype"],
+                            tuple(e["scopes"])) for k, (buf, e) in enumerate(found.items())]
+    return weights, activation_total, ops
+
+
+def matmul_report(path: str | Path) -> MatMulReport:
+    """Weight matmuls by precision (int8 or float) and activation matmuls, over every subgraph;
+    float weights are listed by their WeightMatmul.name."""
+    weights, activation_total, ops = weight_matmuls(path)
+    float_names = tuple(w.name for w in weights if not w.int8)
+    return MatMulReport(len(weights), sum(w.int8 for w in weights), float_names, activation_total, 0, ops)
+
+
+def unexpected_float(path: str | Path, kept_float: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Float weight matmuls of an int8 file that nobody asked to keep float: empty for a
+    complete int8 file, and for a fallback file whose float weights are exactly `kept_float`
+    (names as matmul_report gives them); any other float weight matmul is listed."""
+    return [n for n in matmul_report(path).float_weight_nodes if n not in kept_float]

@@ -454,3 +454,64 @@ def test_tflite_int8_from_tflite_artifact(tiny_teacher, tiny_cache, tmp_path):
     assert mm["weight_matmuls"] > 0 and mm["weight_matmuls_int8"] == mm["weight_matmuls"] and mm["float_weight_matmuls"] == []
     assert v["verdict"]["split"] == "validation" and v["verdict"]["rows"] == v["parity_rows"] > 0 and v["verdict"]["passed"]
     assert art.metrics["verdict"]["passed"] and art.metrics["variants"]["tflite-int8-dynamic"]["passed"]
+    # within budget by construction (100 points, agreement 0): no fallback, nothing kept float
+    assert v["float_nodes"] == [] and "fallback" not in v and art.metrics["float_nodes"] == 0 and not art.info["float_nodes"]
+
+
+def _litert_or_skip() -> None:
+    """Skip where litert-torch cannot be imported: not installed, or refused by the CPU (jaxlib,
+    under litert-torch, raises at import on a CPU without AVX, e.g. qemu's Nehalem)."""
+    try:
+        import litert_torch  # noqa: F401
+        from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+    except Exception as err:  # noqa: BLE001 (any import failure means: no TFLite here)
+        pytest.skip(f"litert-torch unavailable: {type(err).__name__}: {err}")
+
+
+def _tflite_yaml(tmp_path, quantize: str, **kwargs):
+    """_yaml with an export_tflite step (fp32 only, the file quantize starts from) before quantize."""
+    path = _yaml(tmp_path, quantize, **kwargs)
+    text = path.read_text().replace(
+        "      - quantize:",
+        "      - export_tflite: {buckets: [32, 64], precisions: [fp32], parity_rows: 16, atol: 1.0e-3}\n      - quantize:")
+    return write_yaml(path, text)
+
+
+@pytest.mark.kernels
+def test_tflite_fallback_keeps_the_classifier_float_and_the_audit_accepts_exactly_that(planted, tmp_path):
+    """The planted classifier makes the all-int8 TFLite file predict one class for every row on
+    any CPU (see `planted`: both weight rows round to the same integers, per channel too), so
+    the fallback must fire; keeping every weight matmul float reproduces the fp32 file, so it
+    must also succeed within the cap (16 >= the tiny model's 15 weight matmuls)."""
+    _litert_or_skip()
+    from albert_edge.artifacts import sha256_file
+    from export.tflite_audit import matmul_report as tflite_report
+    from export.tflite_audit import unexpected_float
+
+    q = "{onnx: [], tflite: [int8-dynamic], calibration: {rows: 64}, fallback: {group_size: 1, max_float_nodes: 16, sensitivity_rows: 32}}"
+    res = run_yaml(_tflite_yaml(tmp_path, q, budget=10.0, model=f"hf:{planted.model_dir}", train="{epochs: 0}", task=planted.task(),
+                                agreement=0.9), "q", tmp_path / "cache")
+    assert res.exit_code == 0, res.error
+    art = res.steps[-1].artifact
+    assert res.steps[0].metrics["accuracy"] == 1.0  # the labels are the planted model's own fp32 predictions
+    (v,) = art.variants()
+    fb = v["fallback"]
+    assert fb["all_int8"]["accuracy"] == planted.collapsed_val_accuracy() and not fb["all_int8"]["passed"]
+    assert fb["met_budget"] and fb["chosen_on"] == "validation" and v["verdict"]["passed"] and art.metrics["verdict"]["passed"]
+    nodes = v["float_nodes"]
+    assert nodes == art.info["float_nodes"]["tflite-int8-dynamic"] and art.metrics["float_nodes"] == len(nodes) >= 1
+    # the classifier, alone int8, flips every row of one class: ranked first, kept float first
+    assert nodes[0]["weight"] == "classifier.weight" and nodes[0]["sensitivity_rank"] == 1, nodes
+    assert [n["sensitivity_rank"] for n in nodes] == list(range(1, len(nodes) + 1))
+    assert [s["float_nodes"] for s in fb["steps"]] == list(range(1, len(nodes) + 1))  # group_size 1: one more per step
+    assert all("budget 10" in n["reason"] and n["op"] in ("FULLY_CONNECTED", "BATCH_MATMUL") for n in nodes)
+    # the file keeps exactly the listed weight matmuls float, every other one int8
+    path = art.path / v["file"]
+    rep = tflite_report(path)
+    listed = {n["node"] for n in nodes}
+    assert set(rep.float_weight_nodes) == listed and rep.weight_int8 == rep.weight_total - len(listed)
+    assert v["matmuls"]["float_weight_matmuls"] == sorted(listed, key=list(rep.float_weight_nodes).index)
+    # the audit accepts exactly those: one fewer listed, and it names the one left out
+    assert unexpected_float(path, listed) == []
+    assert unexpected_float(path, listed - {nodes[0]["node"]}) == [nodes[0]["node"]]
+    assert v["size_bytes"] == path.stat().st_size and v["sha256"] == sha256_file(path)

@@ -9,6 +9,9 @@ picks inputs, judges every file and writes the records, the int8 work is in the 
   (albert_edge.budget) on the held-out validation rows: accuracy against the teacher's on
   the same rows and argmax agreement with the fp32 model. The eval split is measured once,
   for the report.
+- Accuracy-aware fallback: a file that misses gets its most sensitive nodes kept float, a
+  group at a time (ONNX: compress.onnx_int8; TFLite: weight matmuls, compress.tflite_int8);
+  the manifest lists them and why, and the audit accepts exactly those float.
 """
 from __future__ import annotations
 
@@ -216,6 +219,7 @@ def _tflite_variants(ctx: StageContext[Any], ev: _Eval, model: Any, calib: Any) 
     from compress.tflite_int8 import tflite_int8_file
     from export.parity import clip_encoded, torch_logits
     from export.tflite import TFLiteExportError
+    from export.tflite_audit import matmul_report, unexpected_float
 
     cfg: QuantizeConfig = ctx.config
     art = ctx.inputs.get("tflite")
@@ -237,15 +241,52 @@ def _tflite_variants(ctx: StageContext[Any], ev: _Eval, model: Any, calib: Any) 
         except TFLiteExportError as err:
             raise StageError(f"{name}: {err}") from None
         logits = view.logits(path, buckets=buckets)
+        repair = _tflite_fallback(ctx, view, name, precision, path, logits, model, float_file, buckets, calib)
+        if repair is not None:
+            fields.update(repair.fields)
+            logits = view.logits(path, buckets=buckets)
+            report = matmul_report(path)
+        float_nodes = repair.float_nodes if repair is not None else []
+        stray = unexpected_float(path, {f["node"] for f in float_nodes})
+        if stray:
+            raise StageError(f"{name}: {len(stray)} of {report.weight_total} weight matmuls stayed float that no fallback "
+                             f"asked for ({', '.join(stray[:3])})")
         scores, _ = _score(view, name, path, logits, buckets=buckets)
         variant = ModelVariant.from_dict({"name": name, **fields, "file": path.name, **scores, "max_abs_diff": None,
                                           "matmuls": report.as_dict(), "from_float_file": bool(float_file),
-                                          "bucket_rule": "smallest bucket >= real length"})
+                                          "bucket_rule": "smallest bucket >= real length", "float_nodes": float_nodes,
+                                          **({"fallback": repair.summary} if repair is not None else {})})
         if fp32 and fp32.size_bytes:
             variant = variant.with_fields(size_ratio=round(fields["size_bytes"] / fp32.size_bytes, 4))
         ctx.log.info("  %s: %.2f MB, %d/%d weight matmuls int8", name, fields["size_bytes"] / 1e6, report.weight_int8, report.weight_total)
         out.append(variant)
     return out
+
+
+def _tflite_fallback(ctx: StageContext[Any], view: _Eval, name: str, precision: str, path: Path, logits: np.ndarray, model: Any,
+                     float_file: Path | None, buckets: tuple[int, ...], calib: Any) -> Any:
+    """The keep-float fallback (compress.tflite_int8) for an int8 file whose verdict misses; None when not needed or off."""
+    from compress.tflite_int8 import INT8_PRECISIONS, keep_float_fallback
+    from export.parity import clip_encoded
+    from export.tflite import calibration_feeds, convert_tflite
+
+    cfg: QuantizeConfig = ctx.config
+    first = view.verdict(name, logits)
+    if first.passed or not cfg.fallback.enabled or precision not in INT8_PRECISIONS:
+        return None
+    ctx.log.info("  %s: %s; keeping the most sensitive weight matmuls float", name, "; ".join(first.reasons))
+    work = ctx.out_dir / "_work" / f"fallback.{precision}"
+    work.mkdir(parents=True, exist_ok=True)
+    if float_file is None:
+        float_file = work / "model.fp32.tflite"
+        convert_tflite(model, float_file, seq_lens=buckets, precision="fp32")
+    sens = clip_encoded(calib.subset(list(range(min(cfg.fallback.sensitivity_rows, len(calib))))), buckets[-1])
+    feeds = calibration_feeds(calib, buckets, view.pad_id) if precision == "int8-static" else None
+    return keep_float_fallback(float_file, path, precision, first=first,
+                               judge_file=lambda p: view.verdict(name, view.logits(p, buckets=buckets)),
+                               sensitivity_logits=lambda p: view.logits(p, enc=sens, buckets=buckets), work=work,
+                               group_size=cfg.fallback.group_size, max_float_nodes=cfg.fallback.max_float_nodes, feeds=feeds,
+                               threads=view.threads, model=model, log=ctx.log, progress=ctx.progress)
 
 
 def stage_verdict(variants: list[dict[str, Any]], budget: Budget) -> dict[str, Any]:
@@ -257,7 +298,7 @@ def stage_verdict(variants: list[dict[str, Any]], budget: Budget) -> dict[str, A
     return {"passed": passed, "reasons": reasons, "files": len(variants), "missed": [v["name"] for v in misses], "on_miss": budget.on_miss}
 
 
-@stage("quantize", config=QuantizeConfig, version="5", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True,
+@stage("quantize", config=QuantizeConfig, version="6", inputs=("?onnx", "model", "teacher", "?tflite"), output="quantized", gated=True,
        uses_budget=True)
 def quantize(ctx: StageContext[QuantizeConfig]) -> dict[str, Any]:
     """int8 ONNX (dynamic, static QDQ) and TFLite files, audited and judged against the budget on held-out rows."""
