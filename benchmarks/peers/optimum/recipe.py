@@ -45,30 +45,39 @@ def main(argv: list[str] | None = None) -> int:
             rec.note("student: albert-edge's fp32 ONNX (Optimum cannot load a sliced model), then Optimum's optimizer and quantizer")
     rec.add("optimum-fp32", export_dir / "model.onnx", "onnx", "fp32", ["export"])
 
-    opt_dir, level = rec.out / "optimized", None
+    # The highest level whose output ORTQuantizer can also quantize: fused contrib ops (FastGelu at
+    # O2/O3) can defeat the quantizer's shape inference, and a user then steps down a level.
+    best_fp32, int8_level = None, None
     for lv in LEVELS:
+        opt_dir = rec.out / f"optimized-{lv}"
         with rec.step(f"optimize-{lv}", required=False):
-            shutil.rmtree(opt_dir, ignore_errors=True)
             ORTOptimizer.from_pretrained(model).optimize(save_dir=str(opt_dir), optimization_config=getattr(AutoOptimizationConfig, lv)())
-            level = lv
-        if level:
-            break
-    if level is None:
-        rec.write()
-        return 4
-    rec.data["optimization_level"] = level
-    opt_file = opt_dir / "model_optimized.onnx"
-    rec.add(f"optimum-{level}-fp32", opt_file, "onnx", "fp32", ["export", f"optimize-{level}"])
-
-    for isa, arm in ((args.isa, False), ("arm64", True)):
-        step = f"quantize-{isa}"
-        q_dir = rec.out / f"quantized-{isa}"
-        with rec.step(step, required=not arm):
-            qconfig = getattr(AutoQuantizationConfig, isa)(is_static=False, per_channel=False)
-            ORTQuantizer.from_pretrained(str(opt_dir), file_name=opt_file.name).quantize(save_dir=str(q_dir), quantization_config=qconfig)
-        files = sorted(q_dir.glob("*quantized*.onnx")) if q_dir.is_dir() else []
+        opt_file = opt_dir / "model_optimized.onnx"
+        if not opt_file.is_file():
+            continue
+        if best_fp32 is None:
+            best_fp32 = lv
+            rec.add(f"optimum-{lv}-fp32", opt_file, "onnx", "fp32", ["export", f"optimize-{lv}"])
+        step = f"quantize-{lv}-{args.isa}"
+        with rec.step(step, required=False):
+            qconfig = getattr(AutoQuantizationConfig, args.isa)(is_static=False, per_channel=False)
+            ORTQuantizer.from_pretrained(str(opt_dir), file_name=opt_file.name).quantize(save_dir=str(rec.out / f"q-{lv}-{args.isa}"),
+                                                                                          quantization_config=qconfig)
+        files = sorted((rec.out / f"q-{lv}-{args.isa}").glob("*quantized*.onnx"))
         if files:
-            rec.add(f"optimum-{level}-int8-{isa}", files[0], "onnx", "int8-dynamic", ["export", f"optimize-{level}", step], arm_only=arm)
+            int8_level = lv
+            rec.add(f"optimum-{lv}-int8-{args.isa}", files[0], "onnx", "int8-dynamic", ["export", f"optimize-{lv}", step])
+            arm = f"quantize-{lv}-arm64"
+            with rec.step(arm, required=False):
+                ORTQuantizer.from_pretrained(str(opt_dir), file_name=opt_file.name).quantize(
+                    save_dir=str(rec.out / f"q-{lv}-arm64"), quantization_config=AutoQuantizationConfig.arm64(is_static=False, per_channel=False))
+            arm_files = sorted((rec.out / f"q-{lv}-arm64").glob("*quantized*.onnx"))
+            if arm_files:
+                rec.add(f"optimum-{lv}-int8-arm64", arm_files[0], "onnx", "int8-dynamic", ["export", f"optimize-{lv}", arm], arm_only=True)
+            break
+        rec.note(f"ORTQuantizer could not quantize the {lv} graph: stepped down a level")
+    rec.data["optimization_level"] = best_fp32
+    rec.data["int8_optimization_level"] = int8_level
     rec.write()
     return 0
 
