@@ -66,8 +66,11 @@ def load_torch_model(model_dir: Path) -> tuple[Any, str]:
     return model, "transformers AutoModelForSequenceClassification.from_pretrained (eager attention)"
 
 
-def logits_module(model: Any) -> Any:
-    """(input_ids, attention_mask, token_type_ids) -> logits: the plain call a user would export."""
+def logits_module(model: Any, additive_mask: bool = False) -> Any:
+    """(input_ids, attention_mask, token_type_ids) -> logits: the plain call a user would export.
+    additive_mask: build the 4-D additive mask here (transformers passes a ready 4-D mask through)
+    instead of letting transformers expand the 2-D one, for tools whose passes break on that
+    expansion's index ops."""
     import torch
 
     class Logits(torch.nn.Module):
@@ -76,7 +79,10 @@ def logits_module(model: Any) -> Any:
             self.inner = inner
 
         def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).logits
+            mask = attention_mask
+            if additive_mask:
+                mask = (1.0 - attention_mask[:, None, None, :].to(torch.float32)) * torch.finfo(torch.float32).min
+            return self.inner(input_ids=input_ids, attention_mask=mask, token_type_ids=token_type_ids).logits
 
     return Logits(model).eval()
 

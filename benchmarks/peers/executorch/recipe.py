@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     with rec.step("load"):
         model, route = load_torch_model(args.model_dir)
         rec.note(f"loaded with {route}")
-    module = logits_module(model)
+    # transformers' 2-D mask expansion traces to aten.index ops that XNNPACK's pt2e prepare breaks
+    # ("IndexError: tensors used as indices must be long, int, byte or bool tensors" when the
+    # prepared model runs); a 4-D additive mask built in the wrapper gives the same logits
+    module = logits_module(model, additive_mask=True)
+    rec.note("the wrapper builds the 4-D additive attention mask (pt2e prepare breaks on transformers' 2-D mask expansion)")
     example = sample_inputs(args.seq_len)
     seq = torch.export.Dim("seq", min=2, max=args.seq_len)
     dyn: Any = {"input_ids": {1: seq}, "attention_mask": {1: seq}, "token_type_ids": {1: seq}}
