@@ -34,7 +34,10 @@ from edge_runtime.measure import synthetic_npz
 SCHEMA = 1
 RESULTS = "results.jsonl"
 RUNTIMES = ("onnxruntime", "litert", "tflite-runtime", "torch")
-FORMAT_RUNTIMES = {"onnx": ("onnxruntime",), "tflite": ("litert", "tflite-runtime"), "torch": ("torch",)}
+# ExecuTorch runs .pte files, which only benchmarks/peers measures: a runtime one may ask for, not
+# a default (the default is part of every benchmark step's cache key)
+KNOWN_RUNTIMES = (*RUNTIMES, "executorch")
+FORMAT_RUNTIMES = {"onnx": ("onnxruntime",), "tflite": ("litert", "tflite-runtime"), "torch": ("torch",), "pte": ("executorch",)}
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,8 @@ class BenchConfig:
         require(0 <= self.min_secs <= self.max_secs, "min_secs", "min_secs must be between 0 and max_secs")
         require(all(8 <= s <= 4096 for s in self.seq_lens), "seq_lens", "sequence lengths must be 8..4096")
         require(all(b >= 1 for b in self.batch_sizes), "batch_sizes", "batch sizes must be >= 1")
-        bad = [r for r in self.runtimes if r not in RUNTIMES]
-        require(not bad, "runtimes", f"unknown runtime(s) {bad}", f"choose from {', '.join(RUNTIMES)}")
+        bad = [r for r in self.runtimes if r not in KNOWN_RUNTIMES]
+        require(not bad, "runtimes", f"unknown runtime(s) {bad}", f"choose from {', '.join(KNOWN_RUNTIMES)}")
         require(0 < self.cv_threshold < 10, "cv_threshold", "a coefficient of variation such as 0.15")
         require(
             self.accuracy_rows is None or self.accuracy_rows >= 0, "accuracy_rows", f"{self.accuracy_rows}: a row count (0: every eval row)"

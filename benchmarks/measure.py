@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -83,12 +84,61 @@ def _torch_problem() -> str:
 TORCH = ExtraRuntime(problem=_torch_problem, prepare=_import_model_class, open=_open_torch)
 
 
+def _executorch_problem() -> str:
+    try:
+        importlib.import_module("executorch.runtime")
+    except Exception as err:  # ImportError, or an extension built for another torch (OSError, undefined symbol)
+        return f"executorch runtime does not load here ({type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})"
+    return ""
+
+
+def _prepare_executorch(model_path: str) -> None:
+    importlib.import_module("torch")
+    importlib.import_module("executorch.runtime")
+
+
+def _open_pte(path: str, threads: int) -> Runner:
+    """An ExecuTorch program (.pte, e.g. XNNPACK-delegated) in ExecuTorch's own runtime. A file
+    exported at a fixed sequence length gets its inputs padded or truncated to it, as a user must."""
+    import torch
+    from executorch.runtime import Runtime
+
+    from edge_runtime.models import fit_length
+
+    torch.set_num_threads(threads)
+    try:  # XNNPACK's thread pool (sized to the machine's cores unless told)
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+        _unsafe_reset_threadpool(threads)
+    except (ImportError, AttributeError, RuntimeError):
+        pass
+    method = Runtime.get().load_program(path).load_method("forward")
+    # torch.export records a dynamic dim's upper bound as its size, so the file's name says whether
+    # it is fixed-shape (benchmarks/peers' recipes end a fixed file's name in -s<width>.pte)
+    named = re.search(r"-s(\d+)\.pte$", path)
+    fixed = int(named.group(1)) if named else None
+
+    def run(input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        tt = token_type_ids if token_type_ids is not None else np.zeros_like(input_ids)
+        rows = []
+        for i in range(input_ids.shape[0]):
+            feeds = [a[i : i + 1] if fixed is None else fit_length(a[i : i + 1], fixed) for a in (input_ids, attention_mask, tt)]
+            out = method.execute([torch.from_numpy(np.ascontiguousarray(f, dtype=np.int64)) for f in feeds])
+            rows.append(out[0].detach().float().numpy())
+        return np.concatenate(rows, axis=0)
+
+    return run
+
+
+EXECUTORCH = ExtraRuntime(problem=_executorch_problem, prepare=_prepare_executorch, open=_open_pte)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.stamp:
         print(json.dumps(platform_stamp()))
         return 0
-    result = measure(args, extra={"torch": TORCH}, stamp=platform_stamp)
+    result = measure(args, extra={"torch": TORCH, "executorch": EXECUTORCH}, stamp=platform_stamp)
     print(json.dumps(result))
     return 0 if result["ok"] else 3
 

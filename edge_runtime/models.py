@@ -20,9 +20,9 @@ import numpy as np
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 # runtime name -> the module that provides it, and the distribution that installs it
 RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
-                   "tf.lite": "tensorflow", "torch": "torch"}
+                   "tf.lite": "tensorflow", "torch": "torch", "executorch": "executorch.runtime"}
 RUNTIME_DISTS = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "tflite-runtime": "tflite-runtime", "tf.lite": "tensorflow",
-                 "torch": "torch"}
+                 "torch": "torch", "executorch": "executorch"}
 # Interpreters in order of preference for .tflite files.
 TFLITE_RUNTIMES = ("litert", "tflite-runtime", "tf.lite")
 # A .tflite file exported with sequence-length buckets holds one fixed-shape signature per
