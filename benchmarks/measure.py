@@ -88,7 +88,8 @@ def _executorch_problem() -> str:
     try:
         importlib.import_module("executorch.runtime")
     except Exception as err:  # ImportError, or an extension built for another torch (OSError, undefined symbol)
-        return f"executorch runtime does not load here ({type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err).strip() else ''})"
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        return f"executorch runtime does not load here ({type(err).__name__}: {first})"
     return ""
 
 

@@ -102,7 +102,9 @@ def test_render_lists_every_system_and_check() -> None:
                                          "notes": {"olive": "FAILED olive/teacher: setup: no venv"}})
     for label in SYSTEMS:
         assert f"| {label} |" in text
-    assert "**not measured**: no venv" in text and "| albert-edge/shipped/onnx-int8 | (1) p50 @real" in text and "FAILED olive/teacher" in text
+    assert (
+        "**not measured**: no venv" in text and "| albert-edge/shipped/onnx-int8 | (1) p50 @real" in text and "FAILED olive/teacher" in text
+    )
 
 
 def test_no_peer_measured_fails_the_targets_instead_of_passing_them() -> None:

@@ -82,8 +82,21 @@ def read_peer_result(out_dir: Path) -> tuple[list[PeerFile], dict[str, Any]]:
         return [], {"ok": False, "errors": [{"step": "recipe", "error": f"no readable {path.name} ({err})"}]}
     files = []
     for f in data.get("files") or []:
-        files.append(PeerFile(f"{data['peer']}/{data['role']}/{f['name']}", data["peer"], data["role"], f["name"], Path(out_dir) / f["file"],
-                              f["format"], f["precision"], f.get("seq_len"), f.get("tool_s"), bool(f.get("arm_only")), list(data.get("notes") or [])))
+        files.append(
+            PeerFile(
+                f"{data['peer']}/{data['role']}/{f['name']}",
+                data["peer"],
+                data["role"],
+                f["name"],
+                Path(out_dir) / f["file"],
+                f["format"],
+                f["precision"],
+                f.get("seq_len"),
+                f.get("tool_s"),
+                bool(f.get("arm_only")),
+                list(data.get("notes") or []),
+            )
+        )
     return files, data
 
 
@@ -173,8 +186,12 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by = {t["system"]: t for t in table}
     teacher = next((t for t in table if t.get("kind") == "teacher-reference" and not t.get("error")), None)
     best_t = _fastest(table, lambda t: t.get("kind") == "peer" and t.get("role") == "teacher")
-    best_s = _fastest(table, lambda t: t.get("kind") == "peer" and t.get("role") == "student" and str(t.get("precision", "")).startswith("int8"))
-    speed_x, acc_pts, s_x = (TARGETS[k] for k in ("speedup_vs_best_teacher_peer_x", "accuracy_within_points_of_teacher", "speed_vs_best_student_int8_peer_x"))
+    best_s = _fastest(
+        table, lambda t: t.get("kind") == "peer" and t.get("role") == "student" and str(t.get("precision", "")).startswith("int8")
+    )
+    speed_x, acc_pts, s_x = (
+        TARGETS[k] for k in ("speedup_vs_best_teacher_peer_x", "accuracy_within_points_of_teacher", "speed_vs_best_student_int8_peer_x")
+    )
     checks = []
     for label, c in by.items():
         if c.get("kind") != "shipped":
@@ -184,14 +201,28 @@ def check_targets(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
         v = best_t["p50_real_ms"] / c["p50_real_ms"] if (best_t and ok_c) else None
         checks.append(_check(label, "(1) p50 @real: fastest peer teacher file / shipped", v, ">=", speed_x, f">= {speed_x}x vs {name_t}"))
         iv = _interval(c, teacher) if (teacher and ok_c) else None
-        checks.append(_check(label, "(1) accuracy vs teacher, lower 95 % bound (points)", iv["ci95_points"][0] if iv else None, ">=", -acc_pts,
-                             f">= -{acc_pts}" + (f" ({format_diff(iv)})" if iv else " (no paired rows)")))
+        checks.append(
+            _check(
+                label,
+                "(1) accuracy vs teacher, lower 95 % bound (points)",
+                iv["ci95_points"][0] if iv else None,
+                ">=",
+                -acc_pts,
+                f">= -{acc_pts}" + (f" ({format_diff(iv)})" if iv else " (no paired rows)"),
+            )
+        )
         name_s = best_s["system"] if best_s else "no peer int8 student file measured"
         v2 = best_s["p50_real_ms"] / c["p50_real_ms"] if (best_s and ok_c) else None
         checks.append(_check(label, "(2) p50 @real: fastest peer int8 student / shipped", v2, ">=", s_x, f">= {s_x}x vs {name_s}"))
         iv2 = _interval(c, best_s) if (best_s and ok_c) else None
-        d = 100 * (c["accuracy"] - best_s["accuracy"]) if (best_s and ok_c and c.get("accuracy") is not None and best_s.get("accuracy") is not None) else None
-        checks.append(_check(label, "(2) accuracy - that peer file's (points)", d, ">=", 0.0, ">= 0" + (f" ({format_diff(iv2)})" if iv2 else "")))
+        d = (
+            100 * (c["accuracy"] - best_s["accuracy"])
+            if (best_s and ok_c and c.get("accuracy") is not None and best_s.get("accuracy") is not None)
+            else None
+        )
+        checks.append(
+            _check(label, "(2) accuracy - that peer file's (points)", d, ">=", 0.0, ">= 0" + (f" ({format_diff(iv2)})" if iv2 else ""))
+        )
     return checks
 
 
@@ -227,23 +258,31 @@ def _f(v: Any, fmt: str = ".2f", pct: bool = False) -> str:
 
 def render(table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     teacher = next((t for t in table if t.get("kind") == "teacher-reference" and not t.get("error")), None)
-    head = ("| system | tool | role | precision | runtime | accuracy (real len) | vs teacher, points [95 % CI] p | acc @128 | agreement | size MB | "
-            "p50 @128 ms (range) | p90 @128 ms | p50 real ms (range) | p90 real ms | peak RSS MB | load ms | tool s |")
+    head = (
+        "| system | tool | role | precision | runtime | accuracy (real len) | vs teacher, points [95 % CI] p | acc @128 | agreement "
+        "| size MB | "
+        "p50 @128 ms (range) | p90 @128 ms | p50 real ms (range) | p90 real ms | peak RSS MB | load ms | tool s |"
+    )
     lines = [head, "|" + "---|" * 17]
     for t in table:
         tool = TOOL_NAMES.get(t.get("tool", ""), t.get("tool", ""))
         if t.get("error"):
-            lines.append(f"| {t['system']} | {tool} | {t.get('role', '-')} | {t.get('precision', '-')} | - | **not measured**: {t['error'][:300]} |"
-                         + " |" * 11)
+            lines.append(
+                f"| {t['system']} | {tool} | {t.get('role', '-')} | {t.get('precision', '-')} | - | **not measured**: {t['error'][:300]} |"
+                + " |" * 11
+            )
             continue
         iv = _interval(t, teacher) if teacher and t is not teacher else None
         r128 = f" ({t['p50_128_range'][0]:.2f}-{t['p50_128_range'][1]:.2f})" if t.get("p50_128_range") else ""
         rreal = f" ({t['p50_real_range'][0]:.2f}-{t['p50_real_range'][1]:.2f})" if t.get("p50_real_range") else ""
-        lines.append(f"| {t['system']} | {tool} | {t.get('role')} | {t.get('precision')} | {t.get('runtime')} {t.get('runtime_version') or ''} | "
-                     f"{_f(t.get('accuracy'), pct=True)} | {format_diff(iv) if iv else '-'} | {_f(t.get('accuracy_128'), pct=True)} | "
-                     f"{_f(t.get('agreement'), pct=True)} | {_f((t.get('size_bytes') or 0) / 1e6, '.1f')} | {_f(t.get('p50_128_ms'))}{r128} | "
-                     f"{_f(t.get('p90_128_ms'))} | {_f(t.get('p50_real_ms'))}{rreal} | {_f(t.get('p90_real_ms'))} | {_f(t.get('peak_rss_mb'), '.0f')} | "
-                     f"{_f(t.get('load_ms'), '.0f')} | {_f(t.get('tool_s'), '.1f')} |")
+        lines.append(
+            f"| {t['system']} | {tool} | {t.get('role')} | {t.get('precision')} | {t.get('runtime')} {t.get('runtime_version') or ''} | "
+            f"{_f(t.get('accuracy'), pct=True)} | {format_diff(iv) if iv else '-'} | {_f(t.get('accuracy_128'), pct=True)} | "
+            f"{_f(t.get('agreement'), pct=True)} | {_f((t.get('size_bytes') or 0) / 1e6, '.1f')} | {_f(t.get('p50_128_ms'))}{r128} | "
+            f"{_f(t.get('p90_128_ms'))} | {_f(t.get('p50_real_ms'))}{rreal} | {_f(t.get('p90_real_ms'))} | "
+            f"{_f(t.get('peak_rss_mb'), '.0f')} | "
+            f"{_f(t.get('load_ms'), '.0f')} | {_f(t.get('tool_s'), '.1f')} |"
+        )
     lines += ["", "| shipped file | check | median | worst round | target | met (every round) |", "|---|---|---|---|---|---|"]
     for c in checks:
         worst = f"{c['worst']:g} (round {c['worst_round']})" if c.get("worst") is not None else "-"

@@ -27,7 +27,12 @@ def parse_args(peer: str, argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=f"{peer} recipe: convert one model and write {RESULT}")
     p.add_argument("--role", choices=("teacher", "student"), required=True)
     p.add_argument("--model-dir", type=Path, required=True, help="the HF-format model directory (save_model's output)")
-    p.add_argument("--onnx", type=Path, default=None, help="albert-edge's fp32 ONNX of the same model (ORT-based peers start from it for a sliced student)")
+    p.add_argument(
+        "--onnx",
+        type=Path,
+        default=None,
+        help="albert-edge's fp32 ONNX of the same model (ORT-based peers start from it for a sliced student)",
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seq-len", type=int, default=128, help="fixed-shape exports run at this width")
     p.add_argument("--isa", default="avx2", help="host ISA for ORT quantization configs: avx2, avx512, avx512_vnni")

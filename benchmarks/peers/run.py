@@ -163,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     found = _find(done, pipe)
     missing = [k for k in ("teacher", "student", "onnx", "bundle") if found[k] is None]
     if missing:
-        print(f"error: {', '.join(missing)} not in {cache}: run `albert-edge run {args.file} -p {args.pipeline}` first ({why or 'not built'})",
-              file=sys.stderr)
+        print(
+            f"error: {', '.join(missing)} not in {cache}: "
+            f"run `albert-edge run {args.file} -p {args.pipeline}` first ({why or 'not built'})",
+            file=sys.stderr,
+        )
         return 2
     bundle = find_bundle(found["bundle"].path)
     work = (args.work or common.REPO_ROOT / ".peers" / "work" / args.pipeline).resolve()
@@ -193,16 +196,32 @@ def main(argv: list[str] | None = None) -> int:
                                   args.reconvert)
             conversions[f"{peer}/{role}"] = data
             if not files:
-                systems[f"{peer}/{role}"] = {"kind": "peer", "tool": peer, "role": role, "precision": "-", "error": common.failure_text(data)}
+                systems[f"{peer}/{role}"] = {
+                    "kind": "peer",
+                    "tool": peer,
+                    "role": role,
+                    "precision": "-",
+                    "error": common.failure_text(data),
+                }
                 continue
             for f in files:
                 if f.arm_only:  # built for the ARM device: not measured on this host
                     continue
-                systems[f.system] = {"kind": "peer", "tool": peer, "role": role, "precision": f.precision, "size_bytes": f.path.stat().st_size,
-                                     "tool_s": f.tool_s, "format": f.format, "seq_len": f.seq_len}
+                systems[f.system] = {
+                    "kind": "peer",
+                    "tool": peer,
+                    "role": role,
+                    "precision": f.precision,
+                    "size_bytes": f.path.stat().st_size,
+                    "tool_s": f.tool_s,
+                    "format": f.format,
+                    "seq_len": f.seq_len,
+                }
                 targets.append((Target(f.system, f.format, f.precision, [f.path], [f.seq_len], {}),
                                 common.venv_python(peer) if f.format == "pte" else None))
-        notes[peer] = "; ".join(sorted({n for r in ("teacher", "student") for n in (conversions.get(f"{peer}/{r}") or {}).get("notes") or []}))
+        notes[peer] = "; ".join(
+            sorted({n for r in ("teacher", "student") for n in (conversions.get(f"{peer}/{r}") or {}).get("notes") or []})
+        )
         vers = (conversions.get(f"{peer}/teacher") or {}).get("versions") or {}
         if vers:
             notes[peer] += ("; " if notes[peer] else "") + "versions " + ", ".join(f"{k} {v}" for k, v in vers.items() if v)
@@ -212,21 +231,47 @@ def main(argv: list[str] | None = None) -> int:
                 word = "steps that failed (files written anyway)" if data.get("files") else "FAILED"
                 notes[peer] += f"; {peer}/{r} {word}: {common.failure_text(data)}"
     student_key = "albert-edge/student/onnx-fp32"
-    systems[student_key] = {"kind": "albert-edge", "tool": "albert-edge", "role": "student", "precision": "fp32", "size_bytes": onnx.stat().st_size,
-                            "tool_s": None}
+    systems[student_key] = {
+        "kind": "albert-edge",
+        "tool": "albert-edge",
+        "role": "student",
+        "precision": "fp32",
+        "size_bytes": onnx.stat().st_size,
+        "tool_s": None,
+    }
     targets.append((Target(student_key, "onnx", "fp32", [found["onnx"]], [None], {}), None))
     for t in bundle_targets(bundle):
         if t.precision.startswith("int8") and not t.problem:
             label = f"albert-edge/shipped/{t.name}"
-            systems[label] = {"kind": "shipped", "tool": "albert-edge", "role": "student", "precision": t.precision, "size_bytes": t.size_bytes,
-                              "tool_s": None, "format": t.format}
+            systems[label] = {
+                "kind": "shipped",
+                "tool": "albert-edge",
+                "role": "student",
+                "precision": t.precision,
+                "size_bytes": t.size_bytes,
+                "tool_s": None,
+                "format": t.format,
+            }
             targets.append((Target(label, t.format, t.precision, t.files, t.seq_lens, t.meta, sha256=t.sha256), None))
-    systems["teacher/torch-eager"]["size_bytes"] = sum(f.stat().st_size for f in found["teacher"].model_dir.iterdir()
-                                                       if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special")))
+    systems["teacher/torch-eager"]["size_bytes"] = sum(
+        f.stat().st_size
+        for f in found["teacher"].model_dir.iterdir()
+        if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special"))
+    )
 
     # ---- measurement: interleaved rounds, a fresh process per file
-    cfg = BenchConfig(devices=("local",), threads=(args.threads,), runs=args.runs, min_secs=args.min_secs, seq_lens=(128,), batch_sizes=(1,),
-                      runtimes=("torch", "onnxruntime", "litert", "executorch"), accuracy=True, accuracy_seq_lens=(128,), device_tests=False)
+    cfg = BenchConfig(
+        devices=("local",),
+        threads=(args.threads,),
+        runs=args.runs,
+        min_secs=args.min_secs,
+        seq_lens=(128,),
+        batch_sizes=(1,),
+        runtimes=("torch", "onnxruntime", "litert", "executorch"),
+        accuracy=True,
+        accuracy_seq_lens=(128,),
+        device_tests=False,
+    )
     keys = {"teacher": found["teacher"].key, "model": found["student"].key, "onnx": found["onnx_art"].key, "bundle": found["bundle"].key}
     stamp = run_stamp(pipe, keys)
     t0 = time.time()
@@ -248,19 +293,38 @@ def main(argv: list[str] | None = None) -> int:
     checks = common.combine_rounds([common.check_targets(t) for t in tables])
     all_rows = [r for rs in rounds for r in rs]
     machine = next((r.get("stamp") for r in all_rows if r.get("stamp")), {}) or {}
-    meta = {"machine": f"{machine.get('arch', platform.machine())} {machine.get('cpu_model')} ({machine.get('cores')} cores, {machine.get('os')}; "
-                       f"ISA {machine.get('isa')})", "host_isa_config": isa, "threads": args.threads, "rounds": args.rounds,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "measure_seconds": round(time.time() - t0, 1),
-            "command": "python benchmarks/peers/run.py " + " ".join(argv if argv is not None else sys.argv[1:]), "notes": notes,
-            "inputs": {"teacher": found["teacher"].path.name, "student": found["student"].path.name, "onnx": found["onnx_art"].path.name,
-                       "bundle": found["bundle"].path.name}, "targets": common.TARGETS, **stamp}
+    meta = {
+        "machine": f"{machine.get('arch', platform.machine())} {machine.get('cpu_model')} "
+        f"({machine.get('cores')} cores, {machine.get('os')}; "
+        f"ISA {machine.get('isa')})",
+        "host_isa_config": isa,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "measure_seconds": round(time.time() - t0, 1),
+        "command": "python benchmarks/peers/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "notes": notes,
+        "inputs": {
+            "teacher": found["teacher"].path.name,
+            "student": found["student"].path.name,
+            "onnx": found["onnx_art"].path.name,
+            "bundle": found["bundle"].path.name,
+        },
+        "targets": common.TARGETS,
+        **stamp,
+    }
     text = common.render(table, checks, meta)
     print(text)
     out_dir = args.out / args.pipeline
     out_dir.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != "times_ms"} for r in all_rows]
-    (out_dir / "peers.json").write_text(json.dumps({"meta": meta, "table": table, "rounds": tables, "checks": checks, "conversions": conversions,
-                                                    "rows": slim}, indent=2, default=str))
+    (out_dir / "peers.json").write_text(
+        json.dumps(
+            {"meta": meta, "table": table, "rounds": tables, "checks": checks, "conversions": conversions, "rows": slim},
+            indent=2,
+            default=str,
+        )
+    )
     (out_dir / "peers.md").write_text(f"# {args.pipeline}: albert-edge beside Optimum, Olive, ExecuTorch and AI Edge\n\n{text}\n")
     print(f"\n-> {out_dir / 'peers.md'}, {out_dir / 'peers.json'}", file=sys.stderr)
     return 0 if checks and all(c["ok"] for c in checks) else 1

@@ -70,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             arm = f"quantize-{lv}-arm64"
             with rec.step(arm, required=False):
                 ORTQuantizer.from_pretrained(str(opt_dir), file_name=opt_file.name).quantize(
-                    save_dir=str(rec.out / f"q-{lv}-arm64"), quantization_config=AutoQuantizationConfig.arm64(is_static=False, per_channel=False))
+                    save_dir=str(rec.out / f"q-{lv}-arm64"),
+                    quantization_config=AutoQuantizationConfig.arm64(is_static=False, per_channel=False),
+                )
             arm_files = sorted((rec.out / f"q-{lv}-arm64").glob("*quantized*.onnx"))
             if arm_files:
                 rec.add(f"optimum-{lv}-int8-arm64", arm_files[0], "onnx", "int8-dynamic", ["export", f"optimize-{lv}", arm], arm_only=True)
