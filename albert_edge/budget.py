@@ -1,8 +1,9 @@
 """The accuracy budget and every reading of it.
 
 One place decides whether a model or a model file may ship: the runner's gate, the quantize
-fallback, INC's tolerance, export parity and the bundle all ask here, against one baseline
-(the teacher) on one set of rows (the held-out validation rows carved from train).
+fallback and its verdict over files, INC's tolerance, export parity and the bundle all ask
+here, against one baseline (the teacher) on one set of rows (the held-out validation rows
+carved from train).
 """
 
 from __future__ import annotations
@@ -103,3 +104,12 @@ def judge(
         reasons.append(f"argmax agreement with the fp32 model {100 * agreement:.2f}% is below "
                        f"{100 * budget.min_agreement:.2f}% on {rows} {split} rows")
     return Verdict(name, not reasons, accuracy, reference, round(drop, 4), agreement, rows, split, tuple(reasons))
+
+
+def stage_verdict(variants: list[dict[str, Any]], budget: Budget) -> dict[str, Any]:
+    """A stage's verdict over the files it made (their `verdict` records): every file passes, or
+    (on_miss: drop) at least one does and the misses are left for the bundle to drop with their reasons."""
+    misses = [v for v in variants if not v["verdict"]["passed"]]
+    reasons = [f"{v['name']}: {'; '.join(v['verdict']['reasons'])}" for v in misses]
+    passed = not misses or (budget.on_miss == "drop" and len(misses) < len(variants))
+    return {"passed": passed, "reasons": reasons, "files": len(variants), "missed": [v["name"] for v in misses], "on_miss": budget.on_miss}

@@ -17,9 +17,13 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from albert_edge.data import Encoded
 from compress.onnx_int8 import OnnxMode, calibration_reader
+
+if TYPE_CHECKING:
+    from export.judge import FileJudge
 
 INSTALL_HINT = ("pip install -c constraints.txt --no-deps onnx-neural-compressor==1.0 && "
                 "pip install -c constraints.txt prettytable py-cpuinfo psutil scipy")
@@ -94,3 +98,22 @@ def inc_tune(
     onnx.save(best, str(dst))
     met = baseline is not None and bool(trials) and trials[-1] >= baseline * (1 - tolerance)
     return IncResult(met, trials, baseline, f"trial {len(trials)} of {len(configs) if isinstance(configs, list) else 1} config groups")
+
+
+def inc_int8(judge: FileJudge, name: str, src: Path, dst: Path, mode: OnnxMode, *, calib: Encoded | None,
+             max_trials: int) -> dict[str, Any]:
+    """INC's accuracy-driven tuning of `src` into `dst` within the budget's tolerance (the
+    absolute budget against the teacher read as INC's relative loss against the fp32 model,
+    albert_edge.budget.inc_tolerance), each trial judged on the validation rows; what it tried,
+    for the manifest. Int8Error when no config kept accuracy within the budget."""
+    from albert_edge.budget import inc_tolerance
+    from compress.onnx_int8 import Int8Error
+
+    tol = inc_tolerance(judge.budget, judge.fp32_accuracy, judge.reference)
+    res = inc_tune(src, dst, mode, lambda p: judge.judge_file(name, Path(p)).accuracy, tolerance=tol,
+                   max_trials=max_trials, calib=calib, pad_id=judge.pad_id)
+    if not dst.is_file():
+        raise Int8Error(f"{name}: INC tried {len(res.trials)} configs and none kept accuracy within the budget "
+                        f"(trial accuracies {[round(a, 4) for a in res.trials]}, fp32 {res.baseline})")
+    return {"met_tolerance": res.met, "tolerable_loss": round(tol, 6), "baseline": res.baseline, "trials": res.trials,
+            "tuned_on": "validation"}

@@ -1,5 +1,6 @@
 """TFLite int8 files (dynamic-range and static) made from the TFLite writer's fp32 file, with
-the every-weight-matmul-is-int8 audit a file must pass before it counts, and the keep-float
+the every-weight-matmul-is-int8 audit a file must pass before it counts, judged (export.judge)
+and recorded as the quantize stage lists them (`tflite_int8_variants`), and the keep-float
 fallback: when an int8 .tflite file misses the accuracy budget, rank
 its weight matmuls by sensitivity and re-quantise with ai-edge-quantizer keeping the most
 sensitive ones float, a group at a time, until the verdict passes or a cap is hit. The TFLite
@@ -35,11 +36,18 @@ import numpy as np
 
 from albert_edge.budget import Verdict
 from albert_edge.data import Encoded
-from compress.onnx_int8 import Sensitivity, keep_float_search
+from albert_edge.variant import ModelVariant
+from compress.onnx_int8 import KeepFloat, Sensitivity, keep_float_search
+from export.judge import FileJudge, ReportRows, score_file
 from export.tflite import TFLiteExportError, convert_tflite
 from export.tflite_audit import WeightMatmul, matmul_report
 
 INT8_PRECISIONS = ("int8-dynamic", "int8-static")
+
+
+class TFLiteInt8Error(RuntimeError):
+    """An int8 .tflite file could not be made as asked (the writer failed, or a weight matmul
+    stayed float that no fallback asked for); the message names the file."""
 
 
 def tflite_int8_file(model: Any, path: Path, precision: str, *, buckets: tuple[int, ...], float_file: Path | None,
@@ -223,3 +231,86 @@ def keep_float_fallback(
         return Repair(False, [], summary, first, {})
     fields = {"size_bytes": dst.stat().st_size, "sha256": sha256_file(dst), "compaction": last["compaction"].as_dict()}
     return Repair(result.met, float_nodes, summary, last["verdict"], fields)
+
+
+def tflite_int8_variants(
+    model: Any,
+    precisions: Sequence[str],
+    out_dir: Path,
+    judge: FileJudge,
+    report: ReportRows,
+    *,
+    buckets: tuple[int, ...],
+    float_file: Path | None,
+    float_bytes: int | None,
+    calib: Encoded,
+    keep_float: KeepFloat,
+    log: logging.Logger | None = None,
+    progress: Callable[..., Any] | None = None,
+) -> list[ModelVariant]:
+    """One int8 .tflite file `model.<precision>.tflite` per precision in `out_dir` (from the fp32
+    `float_file` with its `buckets` when there is one), audited, repaired by the keep-float
+    fallback when its verdict misses, judged on the validation rows cut to the largest bucket
+    (as a device cuts them; smallest-bucket rule) and reported on the eval split.
+    TFLiteInt8Error when the writer fails or a weight matmul stays float that no fallback asked for."""
+    from export.tflite_audit import unexpected_float
+
+    log = log or logging.getLogger("albert_edge")
+    view = judge.truncated(buckets[-1], model)
+    report = report.truncated(buckets[-1])
+    out = []
+    for precision in precisions:
+        name = f"tflite-{precision}"
+        path = out_dir / f"model.{precision}.tflite"
+        try:
+            fields, audit = tflite_int8_file(model, path, precision, buckets=buckets, float_file=float_file, calibration=calib,
+                                             pad_id=view.pad_id, threads=view.threads)
+        except TFLiteExportError as err:
+            raise TFLiteInt8Error(f"{name}: {err}") from None
+        logits = view.logits(path, buckets=buckets)
+        first = view.verdict(name, logits)
+        repair = None
+        if not first.passed and keep_float.enabled and precision in INT8_PRECISIONS:
+            log.info("  %s: %s; keeping the most sensitive weight matmuls float", name, "; ".join(first.reasons))
+            work = out_dir / "_work" / f"fallback.{precision}"
+            repair = _repair(model, view, name, precision, path, first, float_file, buckets, calib, work, keep_float, log=log,
+                             progress=progress)
+            fields.update(repair.fields)
+            logits = view.logits(path, buckets=buckets)
+            audit = matmul_report(path)
+        float_nodes = repair.float_nodes if repair is not None else []
+        stray = unexpected_float(path, {f["node"] for f in float_nodes})
+        if stray:
+            raise TFLiteInt8Error(f"{name}: {len(stray)} of {audit.weight_total} weight matmuls stayed float that no fallback "
+                                    f"asked for ({', '.join(stray[:3])})")
+        scores, _ = score_file(view, report, name, path, logits, buckets=buckets, log=log)
+        variant = ModelVariant.from_dict({"name": name, **fields, "file": path.name, **scores, "max_abs_diff": None,
+                                          "matmuls": audit.as_dict(), "from_float_file": bool(float_file),
+                                          "bucket_rule": "smallest bucket >= real length", "float_nodes": float_nodes,
+                                          **({"fallback": repair.summary} if repair is not None else {})})
+        if float_bytes:
+            variant = variant.with_fields(size_ratio=round(fields["size_bytes"] / float_bytes, 4))
+        log.info("  %s: %.2f MB, %d/%d weight matmuls int8", name, fields["size_bytes"] / 1e6, audit.weight_int8, audit.weight_total)
+        out.append(variant)
+    return out
+
+
+def _repair(model: Any, view: FileJudge, name: str, precision: str, path: Path, first: Verdict, float_file: Path | None,
+            buckets: tuple[int, ...], calib: Encoded, work: Path, keep_float: KeepFloat, *, log: logging.Logger,
+            progress: Callable[..., Any] | None) -> Repair:
+    """The keep-float fallback for the int8 file at `path` whose verdict `first` missed: weights
+    ranked on the first `keep_float.sensitivity_rows` calibration rows, the count chosen on the validation rows."""
+    from export.parity import clip_encoded
+    from export.tflite import calibration_feeds
+
+    work.mkdir(parents=True, exist_ok=True)
+    if float_file is None:
+        float_file = work / "model.fp32.tflite"
+        convert_tflite(model, float_file, seq_lens=buckets, precision="fp32")
+    sens = clip_encoded(calib.subset(list(range(min(keep_float.sensitivity_rows, len(calib))))), buckets[-1])
+    feeds = calibration_feeds(calib, buckets, view.pad_id) if precision == "int8-static" else None
+    return keep_float_fallback(float_file, path, precision, first=first,
+                               judge_file=lambda p: view.verdict(name, view.logits(p, buckets=buckets)),
+                               sensitivity_logits=lambda p: view.logits(p, enc=sens, buckets=buckets), work=work,
+                               group_size=keep_float.group_size, max_float_nodes=keep_float.max_float_nodes, feeds=feeds,
+                               threads=view.threads, model=model, log=log, progress=progress)

@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from albert_edge.budget import Budget, drop_points, inc_tolerance, judge, within
+from albert_edge.budget import Budget, drop_points, inc_tolerance, judge, stage_verdict, within
 from albert_edge.schema import ConfigError, build
-from albert_edge.stages.quantize import stage_verdict
 from tests.conftest import TINY_YAML, run_yaml, write_yaml
 
 
