@@ -1,18 +1,24 @@
 """The parts of a bundle (the `bundle` stage, albert_edge.stages.bundle, puts them together):
 which variants belong to a model, file names, I/O descriptions, tokenizer files, the golden
-tolerance per precision, and BUNDLE.md with minimal inference code."""
+tolerance per precision, the model files copied in, judged and run on the golden rows
+(`bundle_files`), golden.json, and BUNDLE.md with minimal inference code."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from albert_edge.budget import Verdict
+from albert_edge.data import Encoded
 from albert_edge.variant import ModelVariant
+from export.judge import FileGate
 
 BUNDLE_DIR = "bundle"
 GOLDEN_FILE = "golden.json"
@@ -106,6 +112,104 @@ def tokenizer_files(model_dir: Path, dest: Path) -> list[str]:
             shutil.copy2(model_dir / name, dest / name)
             copied.append(name)
     return copied
+
+
+
+class BundleError(RuntimeError):
+    """A bundle could not be made as asked (a file that does not load, fp32 files that do not
+    reproduce the model, nothing within the budget); the message says which file and why."""
+
+
+@dataclass
+class BundledFiles:
+    """What `bundle_files` put in the bundle: the records of the files kept, each kept file's
+    host-run golden logits (by bundle file name), the files left out and the verdicts that missed."""
+
+    variants: list[ModelVariant]
+    expected: dict[str, list[list[float]]]
+    dropped: list[dict[str, Any]]
+    misses: list[Verdict]
+
+
+def bundle_files(
+    picked: list[tuple[Any, dict[str, Any]]],
+    out: Path,
+    gate: FileGate,
+    golden: Encoded,
+    reference: np.ndarray,
+    model: Any,
+    *,
+    on_miss: str,
+    threads: int = 1,
+    pad_id: int = 0,
+    log: logging.Logger | None = None,
+) -> BundledFiles:
+    """Copy each picked (artifact, variant) file into `out` under its bundle name, judge it
+    (export.judge.FileGate), leave out a file that misses when `on_miss` is `drop`, and run it on
+    the `golden` rows as an app does (batch 1 at the real length, through its buckets), checked
+    against the model's `reference` logits there (cut to the file's largest bucket when it
+    truncates). BundleError when a file does not load, a dynamic fp32 ONNX file does not
+    reproduce the model, or no file is left."""
+    from albert_edge.artifacts import sha256_file
+    from edge_runtime import ModelLoadError
+    from export.parity import check, clip_encoded, file_logits, torch_logits
+
+    log = log or logging.getLogger("albert_edge")
+    clipped_refs: dict[int, np.ndarray] = {}
+    taken: set[str] = set()
+    variants: list[ModelVariant] = []
+    expected: dict[str, list[list[float]]] = {}
+    problems: list[str] = []
+    dropped: list[dict[str, Any]] = []
+    misses: list[Verdict] = []
+    for art, raw in picked:
+        v = ModelVariant.from_dict(raw)
+        name = bundle_name(art, raw, taken)
+        shutil.copy2(art.path / v.file, out / name)
+        buckets = list(v.buckets)
+        try:
+            verdict = gate.judge(v.name, out / name, buckets)
+            # batch 1 at the real length (through the buckets), as an app and device_tests run it: a
+            # dynamic-int8 file's activation ranges, and so its logits, depend on the batch around a row
+            logits = file_logits(out / name, golden, buckets=buckets or None, threads=threads, pad_id=pad_id, batch_size=1)
+        except ModelLoadError as err:
+            raise BundleError(f"{art.step}/{v.name}: {err}") from None
+        log.info("  %s", verdict.message())
+        if not verdict.passed:
+            misses.append(verdict)
+            if on_miss == "drop":
+                (out / name).unlink()
+                taken.discard(name)
+                dropped.append({"name": v.name, "source_step": art.step, "reasons": list(verdict.reasons), "verdict": verdict.as_dict()})
+                continue
+        ref = reference
+        if buckets and max(golden.lengths()) > max(buckets):  # the file truncates: compare with the truncated input
+            top = max(buckets)
+            ref = clipped_refs.setdefault(top, torch_logits(model, clip_encoded(golden, top), pad_id=pad_id))
+        res = check(v.name, ref, logits, golden.labels, precision=v.precision, atol=1e-4,
+                    min_agreement=golden_tolerance(v.precision)["min_agreement"])
+        if v.precision == "fp32" and v.format == "onnx" and not buckets and not res.ok:
+            problems.append(res.summary() + "\n" + res.table)  # a dynamic fp32 file must reproduce the model it claims to be
+        expected[name] = np.round(logits, 6).tolist()
+        variants.append(v.with_fields(
+            file=name, sha256=sha256_file(out / name), size_bytes=(out / name).stat().st_size, source_step=art.step,
+            source_artifact=art.path.name, quantization=v.precision, golden=golden_tolerance(v.precision),
+            golden_vs_torch={"max_abs_diff": res.max_abs_diff, "agreement": res.agreement}, verdict=verdict.as_dict(),
+            **describe_io(out / name)))
+    if problems:
+        raise BundleError("bundled fp32 files do not reproduce the model:\n" + "\n".join(problems))
+    if not variants:
+        raise BundleError("every model file missed the budget, nothing to bundle: " + "; ".join(d.message() for d in misses))
+    return BundledFiles(variants, expected, dropped, misses)
+
+
+def write_golden(path: Path, texts: list[str], golden: Encoded, reference: np.ndarray, expected: dict[str, Any], pad_id: int) -> None:
+    """golden.json: the tokenised golden rows with their texts and labels, the model's logits on
+    them and each bundled file's host-run logits (what a device run of that file is compared with)."""
+    doc = {"rows": [{"text": t, "input_ids": ids, "token_type_ids": tt, "label": int(y)}
+                    for t, ids, tt, y in zip(texts, golden.input_ids, golden.token_type_ids, golden.labels)],
+           "reference_logits": np.round(reference, 6).tolist(), "expected_logits": expected, "pad_id": pad_id}
+    path.write_text(json.dumps(doc))
 
 
 def _bundle_md_row(v: ModelVariant) -> str:

@@ -116,6 +116,28 @@ def score_file(
     return out, verdict
 
 
+class FileGate:
+    """Judges every file of a bundle the same way, as an app runs it: batch 1 at the real length
+    (through the file's buckets), on the validation rows cut to the file's largest bucket, against
+    the fp32 model's logits on the same cut rows (one FileJudge per width, made when first needed)."""
+
+    def __init__(self, model: Any, enc: Encoded, reference: float | None, budget: Budget, *, threads: int = 1, pad_id: int = 0):
+        if reference is None:  # no teacher accuracy on record: the model's own is the reference
+            reference = float((parity.torch_logits(model, enc, pad_id=pad_id).argmax(-1) == np.asarray(enc.labels)).mean())
+        self.model, self.enc, self.budget, self.threads, self.pad_id = model, enc, budget, threads, pad_id
+        self.reference = float(reference)
+        self.rows = len(enc)
+        self._judges: dict[int, FileJudge] = {}  # by truncation width (0: none)
+
+    def judge(self, name: str, path: Path, buckets: Sequence[int]) -> Verdict:
+        width = max(buckets) if buckets else 0
+        if width not in self._judges:
+            enc = parity.clip_encoded(self.enc, width) if width else self.enc
+            self._judges[width] = FileJudge(enc, parity.torch_logits(self.model, enc, pad_id=self.pad_id), self.reference, self.budget,
+                                            threads=self.threads, pad_id=self.pad_id, batch_size=1)
+        return self._judges[width].judge_file(name, path, buckets=list(buckets) or None)
+
+
 def files_summary(variants: Sequence[ModelVariant], primary: ModelVariant, fp32_val_accuracy: float, budget: Budget) -> dict[str, Any]:
     """A stage's summary metrics over the judged files it made: the `primary` file's numbers
     (eval accuracy, validation accuracy, agreement with the teacher, else with fp32; size and

@@ -72,9 +72,9 @@ def _miss_tflite(monkeypatch):
     """Every .tflite file misses the budget; ONNX files pass: the mechanism under test is what
     the bundle does with a verdict, independent of any kernel's numbers."""
     from albert_edge.budget import Verdict
-    from albert_edge.stages import bundle
+    from export.judge import FileGate
 
-    real = bundle._Gate.judge
+    real = FileGate.judge
 
     def judge(self, name, path, buckets):
         v = real(self, name, path, buckets)
@@ -82,7 +82,7 @@ def _miss_tflite(monkeypatch):
             return Verdict(name, False, v.accuracy, v.reference, v.drop_points, v.agreement, v.rows, v.split, ("planted miss",))
         return Verdict(name, True, v.accuracy, v.reference, v.drop_points, v.agreement, v.rows, v.split)
 
-    monkeypatch.setattr(bundle._Gate, "judge", judge)
+    monkeypatch.setattr(FileGate, "judge", judge)
 
 
 def test_bundle_drops_a_missing_file_with_its_reason(tiny_teacher, tiny_cache, tmp_path, monkeypatch):
