@@ -117,3 +117,34 @@ def weights_file(model_dir: Path) -> Path:
     if len(files) != 1:
         raise FileNotFoundError(f"{model_dir}: expected one .safetensors file, found {len(files)}")
     return files[0]
+
+
+class UnstructuredPruning:
+    """One unstructured pruning run alongside recovery training: the weights it prunes, and the
+    pruner whose on_step(step, total) the training loop calls (our gradual magnitude pruner, or
+    INC's pattern pruner with `backend: inc`, compress.prune_inc)."""
+
+    def __init__(self, model: Any, total_steps: int, *, sparsity: float, scope: str = "global", prune_start: float = 0.0,
+                 prune_end: float = 0.7, prune_every: int = 10, include_embeddings: bool = False, backend: str = "native",
+                 inc: Any = None) -> None:
+        """ImportError when `backend: inc` and neural-compressor 2.x does not import."""
+        self.weights = prunable_weights(model, include_embeddings)
+        start, end = schedule_window(total_steps, prune_start, prune_end)
+        if backend == "inc":
+            from compress.prune_inc import IncPruner
+
+            self.pruner: Any = IncPruner(model, inc, sparsity, start, max(start, end - 1))
+        else:
+            self.pruner = GradualMagnitudePruner(self.weights, sparsity, prune_start, prune_end, prune_every, scope)
+        self.on_step = self.pruner.on_step
+        self.best_from = min(end, total_steps)  # the first step a checkpoint may be chosen at: the final sparsity
+
+    @property
+    def schedule(self) -> list[tuple[int, float]] | None:
+        """(step, sparsity) at each mask update; None for INC's pruner."""
+        return self.pruner.history if isinstance(self.pruner, GradualMagnitudePruner) else None
+
+    def finish(self, model: Any) -> dict[str, float]:
+        """Reach the final sparsity and fold the masks in; the sparsity reached (pruned weights, all parameters)."""
+        self.pruner.finish()
+        return {"sparsity": round(measured_sparsity(self.weights), 4), "model_sparsity": round(model_sparsity(model), 4)}

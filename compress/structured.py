@@ -6,11 +6,13 @@ physically, so the two agree. The first-order Taylor score of a structure is |dL
 gate = 1, which equals |sum of w * dL/dw| over the weights the structure feeds (Molchanov et
 al. 2019; Michel et al. 2019 for heads), accumulated over batches. A shared ALBERT layer is
 one module with one gate vector, so its score sums over all its repeats and it is pruned once.
+`prune_structured` is the whole step the prune stage takes: score, check, select, slice.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -197,3 +199,63 @@ def masked(model: Any, plan: Plan) -> Any:
 def structure_counts(model: Any) -> dict[str, int]:
     layers = unique_layers(model)
     return {"heads": sum(head_count(lay) for lay in layers), "ffn_neurons": sum(neuron_count(lay) for lay in layers)}
+
+
+class PruneAmountError(ValueError):
+    """A count of heads or FFN neurons to remove that would empty a layer of this model; the
+    message names the setting (`heads: ...`, `ffn: ...`)."""
+
+
+def prune_structured(
+    model: Any,
+    *,
+    heads: float | int,
+    ffn: float | int,
+    importance: str = "taylor",
+    global_ranking: bool = False,
+    loss: Any = None,
+    train: Any = None,
+    batch_size: int = 32,
+    score_batches: int = 16,
+    seed: int = 0,
+    pad_id: int = 0,
+    log: logging.Logger | None = None,
+) -> tuple[dict[str, Any], Plan]:
+    """Score every head and FFN neuron, then slice the lowest-scoring out of `model` in place:
+    `heads` / `ffn` each a fraction or a count, per layer or (global_ranking) over the model.
+
+    importance `taylor`: first-order Taylor scores on `score_batches` shuffled batches of the
+    `train` rows (albert_edge.data.Encoded) under the distillation `loss` (compress.losses);
+    `magnitude`: weight norms. Returns the before/after counts (the prune stage's metrics) and
+    the plan. PruneAmountError when a count would empty a layer."""
+    log = log or logging.getLogger("albert_edge")
+    if importance == "taylor":
+        from albert_edge.data import batch_indices, pad_batch
+        from albert_edge.training import to_torch
+
+        idx = batch_indices(train.lengths(), batch_size, shuffle=True, seed=seed)[:score_batches]
+        batches = (to_torch(pad_batch(train, i, pad_id)) for i in idx)
+        with loss.context(model):
+            head_s, neuron_s = taylor_scores(model, batches, loss)
+    else:
+        head_s, neuron_s = magnitude_scores(model)
+    for key, scores, what in (("heads", head_s, "heads"), ("ffn", neuron_s, "FFN neurons")):
+        problem = too_many(scores, heads if key == "heads" else ffn, global_ranking, what)
+        if problem:
+            raise PruneAmountError(f"{key}: {problem}")
+    plan = Plan(select(head_s, heads, global_ranking), select(neuron_s, ffn, global_ranking))
+    before = structure_counts(model)
+    apply_plan(model, plan)
+    after = structure_counts(model)
+    log.info(
+        "  removed %d/%d heads and %d/%d FFN neurons (%s, %s ranking)",
+        before["heads"] - after["heads"],
+        before["heads"],
+        before["ffn_neurons"] - after["ffn_neurons"],
+        before["ffn_neurons"],
+        importance,
+        "global" if global_ranking else "per-layer",
+    )
+    return {"heads_before": before["heads"], "heads_after": after["heads"],
+            "ffn_neurons_before": before["ffn_neurons"], "ffn_neurons_after": after["ffn_neurons"],
+            "heads_per_group": model.config.heads_per_group}, plan

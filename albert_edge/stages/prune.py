@@ -9,16 +9,15 @@ from typing import Any, Literal
 import numpy as np
 
 from albert_edge.contract import StageContext, StageError, StageInputError
-from albert_edge.data import batch_indices, pad_batch
 from albert_edge.models import count_parameters, load_model
 from albert_edge.registry import stage
 from albert_edge.schema import FieldError, require
 from albert_edge.stages.common import evaluate_and_save, selection_note, task_data
-from albert_edge.training import TrainConfig, predict_logits, to_torch, total_steps, train
+from albert_edge.training import TrainConfig, predict_logits, total_steps, train
 from compress import sparsity as sp
 from compress import structured as st
 from compress.losses import DistillLossConfig, build_loss
-from compress.prune_inc import IncConfig, IncPruner, inc_version
+from compress.prune_inc import IncConfig, inc_version
 
 
 @dataclass(frozen=True)
@@ -81,43 +80,6 @@ class PruneConfig:
         return out
 
 
-def _accuracy(model: Any, enc: Any, pad: int) -> float:
-    return float((predict_logits(model, enc, pad_id=pad).argmax(-1) == np.asarray(enc.labels)).mean())
-
-
-def _structured(ctx: StageContext[Any], model: Any, loss: Any, data: dict[str, Any], pad: int) -> dict[str, Any]:
-    cfg: PruneConfig = ctx.config
-    if cfg.importance == "taylor":
-        idx = batch_indices(data["train"].lengths(), cfg.recovery.batch_size, shuffle=True, seed=ctx.pipeline.seed)[: cfg.score_batches]
-        batches = (to_torch(pad_batch(data["train"], i, pad)) for i in idx)
-        with loss.context(model):
-            head_s, neuron_s = st.taylor_scores(model, batches, loss)
-    else:
-        head_s, neuron_s = st.magnitude_scores(model)
-    for key, scores, what in (("heads", head_s, "heads"), ("ffn", neuron_s, "FFN neurons")):
-        problem = st.too_many(scores, getattr(cfg, key), cfg.global_ranking, what)
-        if problem:
-
-            raise StageInputError(f"{key}: {problem}")
-    plan = st.Plan(st.select(head_s, cfg.heads, cfg.global_ranking), st.select(neuron_s, cfg.ffn, cfg.global_ranking))
-    before = st.structure_counts(model)
-    st.apply_plan(model, plan)
-    after = st.structure_counts(model)
-    ctx.log.info(
-        "  removed %d/%d heads and %d/%d FFN neurons (%s, %s ranking)",
-        before["heads"] - after["heads"],
-        before["heads"],
-        before["ffn_neurons"] - after["ffn_neurons"],
-        before["ffn_neurons"],
-        cfg.importance,
-        "global" if cfg.global_ranking else "per-layer",
-    )
-    ctx.info["plan"] = {"heads": plan.heads, "neurons": [len(n) for n in plan.neurons]}
-    return {"heads_before": before["heads"], "heads_after": after["heads"],
-            "ffn_neurons_before": before["ffn_neurons"], "ffn_neurons_after": after["ffn_neurons"],
-            "heads_per_group": model.config.heads_per_group}
-
-
 @stage("prune", config=PruneConfig, version="2", inputs=("model", "teacher"), output="model", gated=True)
 def prune(ctx: StageContext[PruneConfig]) -> dict[str, Any]:
     """Prune heads/FFN neurons (sliced) or weights (gradual magnitude), then recover with KD."""
@@ -132,22 +94,30 @@ def prune(ctx: StageContext[PruneConfig]) -> dict[str, Any]:
     params_before = count_parameters(model)
     metrics: dict[str, Any] = {"input_accuracy": src.metrics.get("accuracy")}
     total = total_steps(len(data["train"]), cfg.recovery)
-    on_step, best_from, pruner = None, 0, None
+    on_step, best_from, pruning = None, 0, None
     if cfg.method == "structured":
-        metrics.update(_structured(ctx, model, loss, data, pad))
-        metrics["val_accuracy_before_recovery"] = _accuracy(model, data["validation"], pad)
+        try:
+            counts, plan = st.prune_structured(model, heads=cfg.heads, ffn=cfg.ffn, importance=cfg.importance,
+                                               global_ranking=cfg.global_ranking, loss=loss, train=data["train"],
+                                               batch_size=cfg.recovery.batch_size, score_batches=cfg.score_batches,
+                                               seed=ctx.pipeline.seed, pad_id=pad, log=ctx.log)
+        except st.PruneAmountError as err:
+            raise StageInputError(str(err)) from None
+        ctx.info["plan"] = {"heads": plan.heads, "neurons": [len(n) for n in plan.neurons]}
+        metrics.update(counts)
+        val = data["validation"]
+        logits = predict_logits(model, val, pad_id=pad)
+        metrics["val_accuracy_before_recovery"] = float((logits.argmax(-1) == np.asarray(val.labels)).mean())
     else:
-        weights = sp.prunable_weights(model, cfg.include_embeddings)
-        start, end = sp.schedule_window(total, cfg.prune_start, cfg.prune_end)
+        try:
+            pruning = sp.UnstructuredPruning(model, total, sparsity=cfg.sparsity, scope=cfg.scope, prune_start=cfg.prune_start,
+                                             prune_end=cfg.prune_end, prune_every=cfg.prune_every,
+                                             include_embeddings=cfg.include_embeddings, backend=cfg.backend, inc=cfg.inc)
+        except ImportError as err:
+            raise StageError(str(err)) from None
         if cfg.backend == "inc":
-            try:
-                pruner = IncPruner(model, cfg.inc, cfg.sparsity, start, max(start, end - 1))
-            except ImportError as err:
-                raise StageError(str(err)) from None
             metrics["inc_version"] = inc_version()
-        else:
-            pruner = sp.GradualMagnitudePruner(weights, cfg.sparsity, cfg.prune_start, cfg.prune_end, cfg.prune_every, cfg.scope)
-        on_step, best_from = pruner.on_step, min(end, total)
+        on_step, best_from = pruning.on_step, pruning.best_from
     res = None
     if total > 0:
         with loss.context(model):
@@ -155,12 +125,11 @@ def prune(ctx: StageContext[PruneConfig]) -> dict[str, Any]:
                         progress=ctx.progress, on_step=on_step, params=loss.params, best_from=best_from)
         ctx.info["history"] = res.history
         ctx.info["selection"] = selection_note(data, "best recovery checkpoint")
-    if pruner is not None:
-        pruner.finish()
-        if isinstance(pruner, sp.GradualMagnitudePruner):
-            ctx.info["schedule"] = pruner.history
-        metrics["sparsity"] = round(sp.measured_sparsity(weights), 4)
-        metrics["model_sparsity"] = round(sp.model_sparsity(model), 4)
+    if pruning is not None:
+        reached = pruning.finish(model)
+        if pruning.schedule is not None:
+            ctx.info["schedule"] = pruning.schedule
+        metrics.update(reached)
         ctx.log.info(
             "  sparsity %.1f%% of pruned weights, %.1f%% of all parameters", 100 * metrics["sparsity"], 100 * metrics["model_sparsity"]
         )
