@@ -1,12 +1,12 @@
 """`quantize`: int8 models for each runtime, made by quantising the exported graph; the stage
-picks inputs, judges every file and writes the records, the int8 work is in the libraries.
+picks inputs and writes the records, the int8 work and the judging are in the libraries.
 
 - ONNX Runtime dynamic int8 and static QDQ int8 (compress.onnx_int8, with the accuracy-aware
   keep-float fallback), from the export artifact's fp32 `model.onnx` after ORT basic-level
   pre-optimisation (compress.onnx_graph); `backend: inc`: INC's tuning (compress.onnx_inc).
 - TFLite dynamic-range / static int8 (compress.tflite_int8) from the tflite artifact's fp32 file.
 - Every file gets the every-weight-MatMul-is-int8 audit and a verdict from the budget
-  (albert_edge.budget) on the held-out validation rows: accuracy against the teacher's on
+  (albert_edge.budget, through export.judge) on the held-out validation rows: accuracy against the teacher's on
   the same rows and argmax agreement with the fp32 model. The eval split is measured once,
   for the report.
 - Accuracy-aware fallback: a file that misses gets its most sensitive nodes kept float, a
