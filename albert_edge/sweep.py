@@ -274,7 +274,11 @@ def run_sweep(spec: SweepSpec, data: dict[str, Any], pipeline: str, source_file:
     started_here = not ray.is_initialized()
     if started_here:
         if address:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            try:
+                ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+            except ConnectionError as err:
+                raise ConfigError("--address", f"cannot reach a Ray cluster at {address}: {str(err).splitlines()[0]}",
+                                  "start one (`ray start --head`) or leave --address out for a local Ray") from None
         else:
             ray.init(num_cpus=num_cpus or max(1, int(res.max_concurrent * res.cpus_per_trial)), include_dashboard=False,
                      log_to_driver=False, logging_level="ERROR")
@@ -283,7 +287,7 @@ def run_sweep(spec: SweepSpec, data: dict[str, Any], pipeline: str, source_file:
         if spec.baseline and BASELINE not in done:
             remote = ray.remote(num_cpus=res.cpus_per_trial, max_retries=res.max_failures)(run_trial)
             baseline_ref = remote.remote(ctx, {}, BASELINE, True)
-        _tune(spec, ctx, done, trials_path, out_dir, log)
+        _tune(spec, ctx, done, read_trials(trials_path), trials_path, out_dir, log)
         if baseline_ref is not None:
             try:
                 rec = ray.get(baseline_ref)
@@ -296,7 +300,8 @@ def run_sweep(spec: SweepSpec, data: dict[str, Any], pipeline: str, source_file:
     return list(latest_by_trial(read_trials(trials_path)).values())
 
 
-def _tune(spec: SweepSpec, ctx: TrialContext, done: dict[str, dict[str, Any]], trials_path: Path, out_dir: Path, log: Any) -> None:
+def _tune(spec: SweepSpec, ctx: TrialContext, done: dict[str, dict[str, Any]], all_rows: list[dict[str, Any]], trials_path: Path, out_dir: Path,
+          log: Any) -> None:
     from ray import tune
 
     res = spec.resources
@@ -324,7 +329,7 @@ def _tune(spec: SweepSpec, ctx: TrialContext, done: dict[str, dict[str, Any]], t
         storage = optuna.storages.InMemoryStorage()
         study = optuna.create_study(storage=storage, study_name=out_dir.name, directions=["maximize" if m == "max" else "minimize" for m in modes])
         told = 0
-        for row in done.values():
+        for row in all_rows:  # NSGA-II may propose a recipe twice: every row counts as one of its trials
             if row.get("baseline"):
                 continue
             try:
