@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, help="an existing Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local Ray started and stopped here")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: max_concurrent x cpus_per_trial)")
     p.add_argument("--out", type=Path, default=None, help="where sweep directories go (default: ./sweeps)")
+    p.add_argument("--plan", action="store_true", help="validate the space against the pipeline and list the trials; run nothing")
     p.add_argument("--report-only", action="store_true", help="rewrite pareto.json and the report from trials.jsonl; run nothing")
     p.add_argument("--pick", action="store_true", help="name the best trial under the constraints, copy its bundle, print its path")
     for flag, what in (("max-accuracy-drop", "points of validation accuracy below the teacher"), ("max-p50-ms", "p50 latency, ms"),

@@ -407,11 +407,17 @@ def cli_sweep(args: Any) -> int:
         from ray import tune  # noqa: F401
     except ImportError as err:
         raise ConfigError("sweep", f"Ray Tune is not installed ({err})", "pip install 'albert-edge[sweep]'") from None
-    spec, _ = load_space(args.space)
+    from albert_edge.config import line_of
+
+    spec, space_data = load_space(args.space)
     pipe = load_pipeline(args.file, args.pipeline)
     data = load_yaml(args.file)
-    check_paths(spec, pipe)
-    check_values(spec, data, args.pipeline, str(args.file))
+    try:
+        check_paths(spec, pipe)
+        check_values(spec, data, args.pipeline, str(args.file))
+    except ConfigError as err:
+        err.file, err.line = str(args.space), line_of(space_data, err.path.split("[")[0])
+        raise
     if spec.strategy == "nsga2":
         import optuna  # noqa: F401
     name = spec.name or f"{args.pipeline}-{Path(args.space).stem}"
@@ -421,6 +427,15 @@ def cli_sweep(args: Any) -> int:
     for k in ("max_accuracy_drop", "max_p50_ms", "max_size_mb", "max_rss_mb"):
         if getattr(args, k, None) is not None:
             constraints[k] = getattr(args, k)
+    if args.plan:
+        planned = spec.planned() if spec.strategy != "nsga2" else []
+        print(f"sweep {name}: pipeline {args.pipeline} valid with every value; {spec.strategy}, "
+              f"{len(planned) if planned else spec.trials} trial(s){' + the hand-tuned baseline' if spec.baseline else ''}; results in {out_dir}")
+        for v in planned:
+            print(f"  {trial_key(v)} {json.dumps(v)}")
+        if spec.strategy == "nsga2":
+            print(f"  chosen by NSGA-II (population {spec.population}, seed {spec.seed}) from {len(spec.combinations())} combinations")
+        return 0
     if not args.report_only:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "space.json").write_text(json.dumps({"pipeline": args.pipeline, "file": str(args.file), "sweep": to_dict(spec)}, indent=2))

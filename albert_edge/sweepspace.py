@@ -246,7 +246,10 @@ def trial_pipeline(data: dict[str, Any], name: str, values: dict[str, Any], sour
 def check_values(spec: SweepSpec, data: dict[str, Any], name: str, source_file: str = "") -> None:
     """Build the pipeline with each value alone (the fixed values and the others as written), so a
     value that can never work is an error naming it before any trial runs."""
-    trial_pipeline(data, name, dict(spec.fixed), source_file)
+    try:
+        trial_pipeline(data, name, dict(spec.fixed), source_file)
+    except ConfigError as err:
+        raise ConfigError("sweep.fixed", f"gives an invalid pipeline: {err.path}: {err.message}", err.hint) from None
     for path, values in spec.params.items():
         for i, v in enumerate(values):
             try:

@@ -239,3 +239,19 @@ def test_driver_killed_and_rerun_reuses_finished_trials(cluster, work, tmp_path)
     assert len(rows) == 4 and len({r["trial"] for r in rows}) == 4 and all(r["status"] == "ok" for r in rows)
     assert rows[0] == first[0]  # kept as it was
     assert [k for _, k in _starts(fault)].count(first[0]["trial"]) == 1  # never run again
+
+
+def test_nsga2_through_optuna_search_and_resume(cluster, work):
+    """NSGA-II proposes the trials (through Ray Tune's OptunaSearch); a rerun tells the sampler
+    the finished ones and runs nothing more."""
+    space = write_yaml(work / "nsga.yaml", SPACE.format(name="nsga", layers="[1, 2]", baseline="false", concurrent=2).replace(
+        "strategy: grid", "strategy: nsga2\n  trials: 3\n  population: 2"))
+    rc, _, err = _finish(_driver(work, space, cluster))
+    assert rc == 0, err[-3000:]
+    rows = _rows(work, "nsga")
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows), rows
+    combos = {(a, b) for a in (1, 2) for b in (16, 32)}
+    assert all((r["params"]["distill.student.num_hidden_layers"], r["params"]["distill.student.embedding_size"]) in combos for r in rows)
+    rc, _, err = _finish(_driver(work, space, cluster))
+    assert rc == 0 and "nsga2: 3 finished trial(s) told to the sampler, 0 to run" in err, err[-3000:]
+    assert _rows(work, "nsga") == rows
