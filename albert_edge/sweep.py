@@ -108,6 +108,7 @@ def measure_bundle(bundle: Path, variant: dict[str, Any], measure: dict[str, Any
     from albert_edge import nodelock
 
     with nodelock.measuring() if here else contextlib.nullcontext():
+        load = os.getloadavg()[0] if here else None  # work the lock does not govern (other jobs) shows here
         rows = benchmark(targets, bundle / "eval.npz", cfg, stamp)
     row = next((r for r in rows if r.get("seq_len") == "real" and not r.get("error")), None)
     if row is None:
@@ -116,7 +117,8 @@ def measure_bundle(bundle: Path, variant: dict[str, Any], measure: dict[str, Any
     keep = ("p50_ms", "p90_ms", "p99_ms", "cv", "runs", "run_seq_len", "rss_peak_mb", "rss_growth_mb", "load_ms", "runtime",
             "runtime_version", "threads", "device", "emulated", "stamp", "flags", "run_id", "git_commit", "git_dirty", "config_hash")
     out = {k: row.get(k) for k in keep}
-    out.update(dev_accuracy=row.get("accuracy"), dev_rows=row.get("eval_rows"), measure_s=round(time.perf_counter() - t0, 3))
+    out.update(dev_accuracy=row.get("accuracy"), dev_rows=row.get("eval_rows"), measure_s=round(time.perf_counter() - t0, 3),
+               load_1m_at_measure=load)
     return out
 
 

@@ -47,7 +47,8 @@ def write_report(rows: list[dict[str, Any]], spec: SweepSpec, pareto: dict[str, 
     lines = [f"# Sweep {out_dir.name}", "",
              f"Strategy {spec.strategy}; objectives {', '.join(spec.objectives)}; {pareto['trials']} trials, {pareto['ok']} finished. "
              "Selection reads validation accuracy (held-out rows carved from train); dev accuracy is reported only. "
-             f"Latency: p50 at real lengths, batch 1, on `{spec.measure.device}`, each file in a fresh process while no build ran on that machine.",
+             f"Latency: p50 at real lengths, batch 1, on `{spec.measure.device}`, each file in a fresh process while no sweep build ran on that machine "
+             "(work outside the sweep is not held back: `load_1m_at_measure` in trials.jsonl shows the load average then).",
              ""]
     if any(r.get("random_weights") for r in rows):
         lines += ["**Random-weight model: accuracies are meaningless; latency and size only.**", ""]

@@ -159,7 +159,7 @@ def test_grid_sweep_front_report_pick_and_shared_builds(cluster, work):
     for r in rows:  # every objective measured, selection on validation, stamped like benchmark rows
         assert r["file"] == "onnx-int8-dynamic" and r["p50_ms"] > 0 and r["size_mb"] > 0 and r["rss_peak_mb"] > 0
         assert 0 <= r["val_accuracy"] <= 1 and r["val_rows"] > 0 and r["dev_accuracy"] is not None
-        assert r["stamp"]["cpu_model"] is not None and r["run_id"] and r["git_commit"]
+        assert r["stamp"]["cpu_model"] is not None and r["run_id"] and r["git_commit"] and r["load_1m_at_measure"] >= 0
 
     # the front in pareto.json is exactly the non-dominated measured rows
     pareto = json.loads((work / "sweeps/grid/pareto.json").read_text())

@@ -116,3 +116,75 @@ def test_trial_pipeline_applies_values_and_keeps_cache_keys(tmp_path):
     assert other.step("distill").config.student.num_hidden_layers == 2
     assert other.task.max_train_rows == 100 and other.seed == 3 and other.name == "smoke"
     assert other.step("teacher").config_dict() == base.step("teacher").config_dict()
+
+
+def test_node_lock_measurement_waits_for_builds_and_holds_new_ones_back(tmp_path):
+    """Builds share the machine; a measurement waits for running builds and new builds queue
+    behind it (writer preference), so a measurement is neither concurrent with a build nor starved."""
+    import threading
+    import time
+
+    from albert_edge import nodelock
+
+    order: list[str] = []
+    a_in, a_go = threading.Event(), threading.Event()
+
+    def build_a():
+        with nodelock.building(tmp_path):
+            order.append("A")
+            a_in.set()
+            a_go.wait(10)
+        order.append("A done")
+
+    def measure():
+        with nodelock.measuring(tmp_path):
+            order.append("M")
+            time.sleep(0.2)
+        order.append("M done")
+
+    def build_b():
+        with nodelock.building(tmp_path):
+            order.append("B")
+
+    ta = threading.Thread(target=build_a)
+    ta.start()
+    assert a_in.wait(10)
+    tm = threading.Thread(target=measure)
+    tm.start()
+    time.sleep(0.3)  # M is queued behind A
+    tb = threading.Thread(target=build_b)
+    tb.start()
+    time.sleep(0.3)
+    assert order == ["A"]  # neither the measurement nor the new build runs beside A
+    a_go.set()
+    for t in (ta, tm, tb):
+        t.join(10)
+    assert order == ["A", "A done", "M", "M done", "B"]
+
+
+def test_node_lock_is_released_when_its_holder_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from albert_edge import nodelock
+
+    ready = tmp_path / "ready"
+    code = (f"from pathlib import Path; import time; from albert_edge import nodelock\n"
+            f"with nodelock.building(Path({str(tmp_path)!r})):\n    Path({str(ready)!r}).touch(); time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.time() + 60
+        while not ready.exists():
+            assert time.time() < deadline and child.poll() is None
+            time.sleep(0.05)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        t0 = time.time()
+        with nodelock.measuring(tmp_path):
+            pass
+        assert time.time() - t0 < 5
+    finally:
+        if child.poll() is None:
+            child.kill()
