@@ -188,3 +188,15 @@ def test_node_lock_is_released_when_its_holder_is_killed(tmp_path):
     finally:
         if child.poll() is None:
             child.kill()
+
+
+def test_random_plan_is_seeded_and_distinct():
+    from albert_edge.schema import build
+    from albert_edge.sweepspace import SweepSpec
+
+    raw = {"strategy": "random", "trials": 5, "seed": 3, "params": {"a.x": [1, 2, 3], "b.y": [4, 5, 6]}}
+    one, two = build(SweepSpec, raw, "sweep").planned(), build(SweepSpec, raw, "sweep").planned()
+    assert one == two and len(one) == 5 and len({tuple(v.items()) for v in one}) == 5  # a rerun plans the same trials
+    assert build(SweepSpec, {**raw, "seed": 4}, "sweep").planned() != one
+    assert len(build(SweepSpec, {**raw, "trials": 50}, "sweep").planned()) == 9  # never more than the combinations
+    assert len(build(SweepSpec, {**raw, "strategy": "grid"}, "sweep").planned()) == 9
