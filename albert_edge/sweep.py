@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from albert_edge.nodelock import LOCK_DIR_ENV
 from albert_edge.schema import ConfigError, to_dict
 from albert_edge.sweepspace import BASELINE, SweepSpec, trial_key
 
@@ -56,6 +57,7 @@ class TrialContext:
     sweep: str
     cwd: str
     fault_dir: str = ""
+    lock_dir: str = ""  # the machine lock's directory when the driver names one ($ALBERT_EDGE_NODE_LOCK_DIR); a local path on each node
 
 
 # ---------------------------------------------------------------- one trial
@@ -92,7 +94,7 @@ def _variant(bundle: Path, wanted: tuple[str, ...] | list[str]) -> dict[str, Any
     return next((by_name[n] for n in wanted if n in by_name), None)
 
 
-def measure_bundle(bundle: Path, variant: dict[str, Any], measure: dict[str, Any], stamp: dict[str, Any]) -> dict[str, Any]:
+def measure_bundle(bundle: Path, variant: dict[str, Any], measure: dict[str, Any], stamp: dict[str, Any], lock_dir: Path | None = None) -> dict[str, Any]:
     """Time one bundled file at real lengths with the benchmark harness (a fresh child process on
     the device named), with this machine's exclusive lock held when the device is this machine."""
     from benchmarks.devices.base import parse_spec
@@ -107,7 +109,7 @@ def measure_bundle(bundle: Path, variant: dict[str, Any], measure: dict[str, Any
     t0 = time.perf_counter()
     from albert_edge import nodelock
 
-    with nodelock.measuring() if here else contextlib.nullcontext():
+    with nodelock.measuring(lock_dir) if here else contextlib.nullcontext():
         load = os.getloadavg()[0] if here else None  # work the lock does not govern (other jobs) shows here
         rows = benchmark(targets, bundle / "eval.npz", cfg, stamp)
     row = next((r for r in rows if r.get("seq_len") == "real" and not r.get("error")), None)
@@ -141,7 +143,10 @@ def run_trial(ctx: TrialContext, values: dict[str, Any], key: str, baseline: boo
         from dataclasses import replace
 
         pipe = replace(pipe, threads=ctx.threads)  # not in any cache key up to the bundle; keeps trials to their CPUs
-        with nodelock.building():
+        lock_dir = Path(ctx.lock_dir) if ctx.lock_dir else None
+        if lock_dir is not None:
+            lock_dir.mkdir(parents=True, exist_ok=True)
+        with nodelock.building(lock_dir):
             result = run_pipeline(pipe, Path(ctx.cache_dir), until=ctx.until)
         record["build_s"] = round(time.perf_counter() - t0, 3)
         record["stages"] = [{"step": s.step, "status": s.status, "seconds": round(s.seconds, 3)} for s in result.steps]
@@ -166,7 +171,7 @@ def run_trial(ctx: TrialContext, values: dict[str, Any], key: str, baseline: boo
         ref = record["teacher_val_accuracy"]
         if isinstance(ref, (int, float)) and isinstance(record["val_accuracy"], (int, float)):
             record["accuracy_drop_points"] = round(100.0 * (ref - record["val_accuracy"]), 4)
-        record.update(measure_bundle(bundle, variant, ctx.measure, stamp))
+        record.update(measure_bundle(bundle, variant, ctx.measure, stamp, lock_dir))
         record["status"] = "ok"
     except ConfigError as err:
         record.update(status="failed", error=f"invalid pipeline: {err}")
@@ -270,7 +275,7 @@ def run_sweep(spec: SweepSpec, data: dict[str, Any], pipeline: str, source_file:
     res = spec.resources
     ctx = TrialContext(data=_plain(data), pipeline=pipeline, source_file=source_file, cache_dir=str(cache_dir.resolve()), until=spec.until,
                        fixed=_plain(spec.fixed), measure=to_dict(spec.measure), threads=max(1, int(res.cpus_per_trial)), sweep=out_dir.name,
-                       cwd=os.getcwd(), fault_dir=os.environ.get(FAULT_ENV, ""))
+                       cwd=os.getcwd(), fault_dir=os.environ.get(FAULT_ENV, ""), lock_dir=os.environ.get(LOCK_DIR_ENV, ""))
     if done:
         log(f"resuming: {len(done)} finished trial(s) in {trials_path} are reused")
     started_here = not ray.is_initialized()

@@ -110,6 +110,9 @@ def _driver(work: Path, space: Path, address: str, *extra: str, fault_dir: Path 
     env.pop("ALBERT_EDGE_SWEEP_FAULT_DIR", None)
     if fault_dir is not None:
         env["ALBERT_EDGE_SWEEP_FAULT_DIR"] = str(fault_dir)
+    # the machine lock of these sweeps only: another sweep on this machine (a long real one) would
+    # hold every measurement here back until its builds end, which is right for it and slow for a test
+    env["ALBERT_EDGE_NODE_LOCK_DIR"] = str(work / "node-lock")
     cmd = [sys.executable, "-m", "albert_edge", "sweep", "pipelines.yaml", "-p", "smoke", "--space", str(space),
            "--cache-dir", str(work / "cache"), "--address", address, *extra]
     return subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,9 +150,15 @@ def _starts(fault: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
-def test_grid_sweep_front_report_pick_and_shared_builds(cluster, work):
+def test_grid_sweep_front_report_pick_and_shared_builds(cluster, work, tmp_path):
     space = _space(work, "grid")
-    rc, out, err = _finish(_driver(work, space, cluster, "--pick"))
+    fault = tmp_path / "fault"
+    fault.mkdir()
+    (fault / "hold").write_text("1")  # the first trial waits until a second has started: both then need the teacher at once
+    proc = _driver(work, space, cluster, "--pick", fault_dir=fault)
+    _wait_for(lambda: len(_starts(fault)) >= 2, "two trials started", proc=proc)
+    (fault / "hold").unlink()
+    rc, out, err = _finish(proc)
     assert rc == 0, err[-3000:]
     rows = _rows(work, "grid")
     assert sorted(r["trial"] for r in rows if not r["baseline"]) == sorted(
@@ -174,6 +183,7 @@ def test_grid_sweep_front_report_pick_and_shared_builds(cluster, work):
     assert len(list(arts.glob("teacher-*"))) == 1 and len(list(arts.glob("distill-*"))) == 4
     logs = "".join(p.read_text() for p in (work / "cache" / "runs").glob("*/run.log") if not p.parent.is_symlink())  # not <pipeline>-latest
     assert logs.count("teacher: running") == 1, logs
+    assert logs.count("teacher: waiting for pid") >= 1  # the other trial waited on the lease and reused the build
     assert logs.count("distill: running") == 4
 
     report = (work / "sweeps/grid/report.md").read_text()
