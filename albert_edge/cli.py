@@ -27,6 +27,7 @@ examples:
   albert-edge bench .albert-edge/runs/smoke-latest --device local
   albert-edge report .albert-edge/runs/smoke-latest
   albert-edge device setup qemu-aarch64
+  albert-edge sweep pipelines.yaml -p sst2-mobile --space sweeps/sst2-mobile-space.yaml --pick
 
 Artifacts are cached in ./.albert-edge (or $ALBERT_EDGE_CACHE); a re-run reuses every
 completed stage. Exit codes: 0 ok, 1 a stage or the accuracy budget failed, 2 bad input.
@@ -290,6 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_lazy("benchmarks.report", "cli_report"))
 
     p = sub.add_parser(
+        "sweep",
+        help="search compression recipes (Ray Tune + Optuna): Pareto front, report, pick",
+        description="Run trials of a pipeline with the values of a search space (grid, random, or NSGA-II through Ray Tune's "
+        "OptunaSearch), sharing the artifact cache; measure each trial's bundled file with no build running on "
+        "the machine; write sweeps/NAME/trials.jsonl, pareto.json and report.md. A rerun resumes.",
+    )
+    _add_pipeline_args(p)
+    p.add_argument("--space", type=Path, required=True, help="the search space YAML file (see sweeps/sst2-mobile-space.yaml)")
+    p.add_argument(
+        "--address",
+        default=None,
+        help="an existing Ray cluster (e.g. 10.0.0.5:6379 or auto); default: a local Ray started and stopped here",
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: max_concurrent x cpus_per_trial)")
+    p.add_argument("--out", type=Path, default=None, help="where sweep directories go (default: ./sweeps)")
+    p.add_argument("--plan", action="store_true", help="validate the space against the pipeline and list the trials; run nothing")
+    p.add_argument("--report-only", action="store_true", help="rewrite pareto.json and the report from trials.jsonl; run nothing")
+    p.add_argument("--pick", action="store_true", help="name the best trial under the constraints, copy its bundle, print its path")
+    for flag, what in (("max-accuracy-drop", "points of validation accuracy below the teacher"), ("max-p50-ms", "p50 latency, ms"),
+                       ("max-size-mb", "file size, MB"), ("max-rss-mb", "peak RSS, MB")):
+        p.add_argument(f"--{flag}", type=float, default=None, help=f"constraint for --pick: {what} (overrides the space file)")
+    p.set_defaults(func=_lazy("albert_edge.sweep", "cli_sweep"))
+
+    p = sub.add_parser(
         "device",
         help="prepare a device (qemu-aarch64 sysroot)",
         description=(
@@ -324,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        what = "an action: setup" if args.command == "device" else "a command: run, validate, list, show, clean, bench, report, device"
+        what = (
+            "an action: setup" if args.command == "device" else "a command: run, validate, list, show, clean, bench, report, sweep, device"
+        )
         print(f"error: give {what} (see albert-edge --help)", file=sys.stderr)
         return EXIT_INPUT
     try:

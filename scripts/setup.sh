@@ -2,11 +2,12 @@
 # Idempotent set-up: a venv in .venv with torch pinned to the CPU 2.13.0 wheel first, then the
 # exact versions of requirements.lock (generated from pyproject.toml's ranges; the README says how
 # to refresh it) under constraints.txt (so nothing can pull a CUDA torch), then albert-edge itself
-# without dependencies. ALBERT_EDGE_EXTRAS other than the locked tflite,dev install from ranges.
+# without dependencies. The lock holds the tflite, dev and sweep (Ray Tune, Optuna) extras; other
+# ALBERT_EDGE_EXTRAS install from ranges.
 # Re-running is fast: pip is skipped while pyproject.toml, the lock and constraints.txt are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="${ALBERT_EDGE_EXTRAS:-tflite,dev}"
+EXTRAS="${ALBERT_EDGE_EXTRAS:-tflite,dev,sweep}"
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then
   for c in python3.11 python3.12 python3.13 python3; do
@@ -23,6 +24,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -c constraints.txt -r requirements.lock
   # the lock holds every dependency (and setuptools for the build): nothing is resolved here
   .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
-  if [ "$EXTRAS" != "tflite,dev" ]; then .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"; fi
+  if [ "$EXTRAS" != "tflite,dev,sweep" ]; then .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"; fi
   echo "$want" > "$stamp"
 fi
