@@ -24,6 +24,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text()).get("rows", []))
 
 
+PEERS_DIR = "peers"
+
+
 def row_problems(rows: list[dict[str, Any]], known: set[str], where: str) -> list[str]:
     """Why these rows are not one clean run of a known pipeline (empty: they are)."""
     if not rows:
@@ -52,6 +55,9 @@ def tree_problems(root: Path, known: set[str]) -> list[str]:
         return []
     out = [f"{p.relative_to(root)}: not inside a pipeline directory" for p in sorted(root.iterdir()) if p.is_file()]
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if d.name == PEERS_DIR:  # side-by-side runs (benchmarks/peers/run.py): peers/<pipeline>/, held to the same rules
+            out += [f"{PEERS_DIR}/{problem}" for problem in tree_problems(d, known)]
+            continue
         if d.name not in known:
             out.append(f"{d.name}/: not a pipeline in pipelines.yaml")
         files = sorted(f for f in d.rglob("*") if f.is_file() and f.name in ROW_FILES)

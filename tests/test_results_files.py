@@ -33,6 +33,16 @@ def test_one_clean_run_passes(tmp_path):
     assert tree_problems(tmp_path, KNOWN) == []
 
 
+def test_peer_runs_are_held_to_the_same_rules(tmp_path):
+    _write(tmp_path / "peers" / "sst2-mobile" / "results.jsonl", [_row(bench="peers"), _row(bench="peers")])
+    assert tree_problems(tmp_path, KNOWN) == []
+    _write(tmp_path / "peers" / "sst2-h4" / "results.jsonl", [_row(pipeline="sst2-h4")])
+    _write(tmp_path / "peers" / "sst2-mobile" / "results.jsonl", [_row(), _row(run_id="rebuild-2")])
+    problems = "\n".join(tree_problems(tmp_path, KNOWN))
+    assert "peers/sst2-h4/: not a pipeline in pipelines.yaml" in problems
+    assert "peers/sst2-mobile/results.jsonl: rows from more than one run_id" in problems
+
+
 def test_the_old_mixed_file_is_rejected(tmp_path):
     """What was committed before: 19 rows of an `sst2-h4` run beside 3 rows of an older sst2-mobile
     run, none stamped with a run id or commit."""

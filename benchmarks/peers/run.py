@@ -325,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             default=str,
         )
     )
+    (out_dir / "results.jsonl").write_text("".join(json.dumps(r, default=str) + "\n" for r in slim))
     (out_dir / "peers.md").write_text(f"# {args.pipeline}: albert-edge beside Optimum, Olive, ExecuTorch and AI Edge\n\n{text}\n")
     print(f"\n-> {out_dir / 'peers.md'}, {out_dir / 'peers.json'}", file=sys.stderr)
     return 0 if checks and all(c["ok"] for c in checks) else 1
