@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-secs", type=float, default=2.0)
     p.add_argument("--convert-timeout", type=float, default=3600.0, help="seconds per recipe run")
     p.add_argument("--reconvert", action="store_true", help="run every recipe again even if its inputs did not change")
+    p.add_argument("--convert-only", action="store_true",
+                   help="run the recipes and stop (measure later, on a quiet machine: conversions are reused)")
     args = p.parse_args(argv)
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     bad = [x for x in peers if x not in common.PEERS]
@@ -258,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         for f in found["teacher"].model_dir.iterdir()
         if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special"))
     )
+
+    if args.convert_only:
+        print(f"converted: {len(targets)} files ready to measure; rerun without --convert-only to measure them", file=sys.stderr)
+        return 0
 
     # ---- measurement: interleaved rounds, a fresh process per file
     cfg = BenchConfig(
