@@ -134,13 +134,13 @@ def test_node_lock_measurement_waits_for_builds_and_holds_new_ones_back(tmp_path
             order.append("A")
             a_in.set()
             a_go.wait(10)
-        order.append("A done")
+            order.append("A done")  # while still held: appended after the release, M could come first
 
     def measure():
         with nodelock.measuring(tmp_path):
             order.append("M")
             time.sleep(0.2)
-        order.append("M done")
+            order.append("M done")
 
     def build_b():
         with nodelock.building(tmp_path):

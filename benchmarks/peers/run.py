@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     conversions: dict[str, Any] = {}
     systems["teacher/torch-eager"] = {"kind": "teacher-reference", "tool": "torch", "role": "teacher", "precision": "fp32",
                                       "size_bytes": None, "tool_s": None}
-    targets.append((Target("teacher/torch-eager", "torch", "fp32", [found["teacher"].model_dir], [None], {}), None))
+    targets.append((Target("teacher/torch-eager", "torch", "fp32", [found["teacher"].model_dir], {}), None))
     for peer in peers:
         recipe_key = _digest(common.recipe_path(peer).parent, common.PEER_DIR / "recipe_common.py")
         for role, model_dir, role_onnx in (("teacher", teacher_dir, None), ("student", student_dir, onnx)):
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                     "format": f.format,
                     "seq_len": f.seq_len,
                 }
-                targets.append((Target(f.system, f.format, f.precision, [f.path], [f.seq_len], {}),
+                targets.append((Target(f.system, f.format, f.precision, [f.path], {}),
                                 common.venv_python(peer) if f.format == "pte" else None))
         notes[peer] = "; ".join(
             sorted({n for r in ("teacher", "student") for n in (conversions.get(f"{peer}/{r}") or {}).get("notes") or []})
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "size_bytes": onnx.stat().st_size,
         "tool_s": None,
     }
-    targets.append((Target(student_key, "onnx", "fp32", [found["onnx"]], [None], {}), None))
+    targets.append((Target(student_key, "onnx", "fp32", [found["onnx"]], {}), None))
     for t in bundle_targets(bundle):
         if t.precision.startswith("int8") and not t.problem:
             label = f"albert-edge/shipped/{t.name}"
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 "tool_s": None,
                 "format": t.format,
             }
-            targets.append((Target(label, t.format, t.precision, t.files, t.seq_lens, t.meta, sha256=t.sha256), None))
+            targets.append((Target(label, t.format, t.precision, t.files, t.meta, sha256=t.sha256), None))
     systems["teacher/torch-eager"]["size_bytes"] = sum(
         f.stat().st_size
         for f in found["teacher"].model_dir.iterdir()
