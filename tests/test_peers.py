@@ -134,3 +134,57 @@ def test_peer_recipe_converts_the_tiny_model(peer: str, tiny_teacher, tmp_path: 
     assert files, f"{peer}: {common.failure_text(data)}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
     assert all(f.path.is_file() for f in files)
     assert sys.executable != str(py)
+
+
+def test_arm_summary_reports_agreement_and_why_a_file_did_not_run() -> None:
+    rows = [
+        {"variant": "optimum/teacher/int8-arm64", "device": "qemu-aarch64", "runtime": "onnxruntime", "seq_len": 128, "eval_rows": 200,
+         "accuracy": 0.9, "host_accuracy": 0.905, "host_agreement": 0.995, "host_max_abs_diff": 0.04},
+        {"variant": "optimum/teacher/int8-arm64", "device": "qemu-aarch64", "runtime": "onnxruntime", "seq_len": "real"},
+        {"variant": "executorch/student/int8", "device": "qemu-aarch64", "runtime": "executorch", "seq_len": None, "skipped": True,
+         "error": "executorch runtime does not load here"},
+    ]
+    got = common.arm_summary(rows)
+    assert [a["system"] for a in got] == ["optimum/teacher/int8-arm64", "executorch/student/int8"]
+    assert got[0]["host_agreement"] == 0.995 and got[0]["error"] is None
+    text = common.render_arm(rows, "qemu-aarch64")
+    assert "| optimum/teacher/int8-arm64 | onnxruntime  | 200 | 90.00% | 90.50% | 99.50% | 0.04 |  |" in text
+    assert "skipped: executorch runtime does not load here" in text
+
+
+def test_timing_rounds_wait_for_builds_and_carry_round_one_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each timed round takes the machine lock exclusively: it starts only after a build holding
+    the lock (as a sweep trial does) ends; round 2 only times and carries round 1's accuracy."""
+    import threading
+    import time
+
+    from albert_edge import nodelock
+    from benchmarks.peers import run as peers_run
+
+    monkeypatch.setenv(nodelock.LOCK_DIR_ENV, str(tmp_path))
+    events: list[str] = []
+
+    def fake_run_on_device(device, targets, inputs, cfg, extra):  # noqa: ANN001, ANN202
+        events.append(f"measure round {extra['round']}")
+        return [{"variant": targets[0].name, "seq_len": "real", "p50_ms": 1.0, **({"accuracy": 0.9} if cfg.accuracy else {})}]
+
+    monkeypatch.setattr(peers_run, "run_on_device", fake_run_on_device)
+    started = threading.Event()
+
+    def build() -> None:
+        with nodelock.building():
+            events.append("build start")
+            started.set()
+            time.sleep(0.5)
+            events.append("build end")
+
+    t = threading.Thread(target=build)
+    t.start()
+    started.wait(5)
+    cfg = peers_run.BenchConfig(devices=("local",))
+    timing = peers_run.dataclasses.replace(cfg, accuracy=False)
+    target = peers_run.Target("a/b/c", "onnx", "fp32", [tmp_path / "x.onnx"], {})
+    rounds = peers_run.timed_rounds([(target, None)], tmp_path / "eval.npz", cfg, timing, {"run_id": "r"}, 2)
+    t.join()
+    assert events == ["build start", "build end", "measure round 1", "measure round 2"]
+    assert [r[0]["accuracy"] for r in rounds] == [0.9, 0.9]

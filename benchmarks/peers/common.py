@@ -300,3 +300,34 @@ def render(table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict
     if meta.get("run_id"):
         lines.append(f"Run: `{meta['run_id']}`, commit `{meta.get('git_commit')}`{' (dirty)' if meta.get('git_dirty') else ''}.")
     return "\n".join(lines)
+
+
+def arm_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per file run on the ARM device: accuracy on the sample, agreement and the largest
+    logit difference with this host's run of the same file, or why it did not run."""
+    out = []
+    for r in rows:
+        if r.get("seq_len") not in (None, "real", 128) or any(o["system"] == r.get("variant") for o in out):
+            continue
+        out.append({
+            "system": r.get("variant"), "device": r.get("device"), "runtime": r.get("runtime"),
+            "runtime_version": r.get("runtime_version"), "rows": r.get("eval_rows"), "accuracy": r.get("accuracy"),
+            "host_accuracy": r.get("host_accuracy"), "host_agreement": r.get("host_agreement"),
+            "host_max_abs_diff": r.get("host_max_abs_diff"),
+            "error": r.get("error") or r.get("host_error"), "skipped": bool(r.get("skipped")),
+        })
+    return out
+
+
+def render_arm(rows: list[dict[str, Any]], device: str) -> str:
+    """The ARM section: every ARM build and shipped file on the arm64 device beside this host."""
+    lines = [f"ARM builds on `{device}` (accuracy and agreement only: latencies under emulation say nothing about a phone)", "",
+             "| system | runtime | rows | accuracy on ARM | accuracy on this host | agreement with this host | max abs logit diff | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for a in arm_summary(rows):
+        note = ("skipped: " if a["skipped"] else "") + str(a["error"])[:200] if a["error"] else ""
+        lines.append(
+            f"| {a['system']} | {a['runtime'] or '-'} {a['runtime_version'] or ''} | {a['rows'] or '-'} | {_f(a['accuracy'], pct=True)} | "
+            f"{_f(a['host_accuracy'], pct=True)} | {_f(a['host_agreement'], pct=True)} | {_f(a['host_max_abs_diff'], '.3g')} | {note} |"
+        )
+    return "\n".join(lines)

@@ -21,7 +21,16 @@ same ONNX Runtime and LiteRT), on the bundle's eval rows, in --rounds interleave
 A target holds when its worst round holds. Artifacts are read, never written: the recipes get
 copies of the teacher/student directories and the student ONNX.
 
+With --arm DEVICE (e.g. qemu-aarch64), the peers' ARM builds (Optimum's arm64 int8, the .tflite and
+.pte files) and the shipped files also run there on a seeded sample of the eval rows: accuracy and
+agreement with this host's run of the same file (latencies under emulation are not reported).
+
+The machine-wide lock of albert_edge.nodelock is honoured: conversions and ARM runs hold it
+shared (as sweep builds do), the timed rounds hold it exclusively, so a peer run can share the
+machine with `albert-edge sweep` and neither disturbs the other's latency figures.
+
     python benchmarks/peers/run.py -p sst2-mobile [--cache-dir DIR] [--rounds 3] [--out benchmarks/results/peers]
+    python benchmarks/peers/run.py -p sst2-mobile --rounds 3 --arm qemu-aarch64
     python benchmarks/peers/run.py -p smoke --cache-dir /tmp/peers-cache --rounds 1 --runs 10 --min-secs 0.2
 """
 
@@ -42,12 +51,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from albert_edge import nodelock  # noqa: E402
 from albert_edge.cli import quiet_libraries  # noqa: E402
 from albert_edge.config import load_pipeline  # noqa: E402
 from albert_edge.paths import default_cache_dir  # noqa: E402
 from albert_edge.runner import cached_artifacts  # noqa: E402
 from benchmarks.devices.local import LocalDevice  # noqa: E402
-from benchmarks.harness import BenchConfig, Target, bundle_targets, find_bundle, flag_rows, run_on_device  # noqa: E402
+from benchmarks.harness import BenchConfig, Target, benchmark, bundle_targets, find_bundle, flag_rows, run_on_device  # noqa: E402
 from benchmarks.peers import common  # noqa: E402
 from benchmarks.provenance import run_stamp  # noqa: E402
 
@@ -106,7 +116,7 @@ def convert(peer: str, role: str, model_dir: Path, onnx: Path | None, out: Path,
     env = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT), "PEER_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     print(f"  {peer}/{role}: converting ({' '.join(argv[1:3])} ...)", file=sys.stderr, flush=True)
     t0 = time.time()
-    with (out / "recipe.log").open("w") as log:
+    with (out / "recipe.log").open("w") as log, nodelock.building():  # a conversion is a build: never beside a measurement
         try:
             proc = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=timeout, check=False)  # noqa: S603
             rc = proc.returncode
@@ -120,6 +130,54 @@ def convert(peer: str, role: str, model_dir: Path, onnx: Path | None, out: Path,
     if data.get("files"):
         stamp.write_text(key)
     return files, data
+
+
+ARM_FORMATS = ("tflite", "pte")  # mobile formats a peer ships for phones: run on the ARM device too
+
+
+def arm_config(device: str, rows: int | None) -> BenchConfig:
+    """Accuracy and agreement on an arm64 device: real lengths, a seeded sample of rows, a few
+    runs (under emulation a latency says nothing about a phone)."""
+    return BenchConfig(
+        devices=(device,), threads=(1,), runs=3, min_secs=0.0, warmup_min_secs=0.0, seq_lens=(128,),
+        runtimes=("onnxruntime", "litert", "executorch"), accuracy=True, accuracy_seq_lens=(), accuracy_rows=rows,
+        real_lengths=False, device_tests=False,
+    )
+
+
+def measure_round(targets: list[tuple[Target, Path | None]], inputs: Path, cfg: BenchConfig, extra: dict[str, Any],
+                  answers: dict[tuple[Any, Any], dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """One interleaved round: every file in its own fresh process, in order. With `answers`
+    (round 1's rows), a timing-only round carries round 1's predictions for the same file."""
+    rows: list[dict[str, Any]] = []
+    local = LocalDevice()
+    for t, py in targets:
+        got = run_on_device(VenvDevice(py) if py else local, [t], inputs, cfg, extra)
+        for row in got:
+            if answers is not None and not row.get("error"):
+                row.update({k: v for k, v in answers.get((row.get("variant"), row.get("seq_len")), {}).items()
+                            if row.get(k) is None and v is not None})
+            if row.get("error"):
+                print(f"    {t.name}: {row['error'][:200]}", file=sys.stderr)
+        rows += got
+    return rows
+
+
+def timed_rounds(targets: list[tuple[Target, Path | None]], inputs: Path, cfg: BenchConfig, timing_only: BenchConfig,
+                 stamp: dict[str, Any], n: int) -> list[list[dict[str, Any]]]:
+    """`n` interleaved rounds, each with this machine's lock held exclusively (no sweep build or
+    other holder runs meanwhile); round 1 predicts the eval rows, later ones only time."""
+    rounds: list[list[dict[str, Any]]] = []
+    answers: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in range(1, n + 1):
+        print(f"round {r}/{n}: {len(targets)} files", file=sys.stderr, flush=True)
+        with nodelock.measuring():
+            rows = measure_round(targets, inputs, cfg if r == 1 else timing_only, {**stamp, "bench": "peers", "round": r},
+                                 answers if r > 1 else None)
+        if r == 1:
+            answers.update({(row.get("variant"), row.get("seq_len")): row for row in rows})
+        rounds.append(flag_rows(rows, cfg.cv_threshold))
+    return rounds
 
 
 def _find(done: list[tuple[Any, Any]], pipe: Any) -> dict[str, Any]:
@@ -154,6 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reconvert", action="store_true", help="run every recipe again even if its inputs did not change")
     p.add_argument("--convert-only", action="store_true",
                    help="run the recipes and stop (measure later, on a quiet machine: conversions are reused)")
+    p.add_argument("--arm", default="", metavar="DEVICE",
+                   help="also run the ARM builds and the shipped files on this arm64 device (qemu-aarch64[:CPU], ssh://..., adb:...) "
+                   "for accuracy and agreement with this host")
+    p.add_argument("--arm-rows", type=int, default=None, help="eval rows predicted on the ARM device (default: 200 under emulation)")
     args = p.parse_args(argv)
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     bad = [x for x in peers if x not in common.PEERS]
@@ -186,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---- conversions (each peer in its own venv, in a subprocess)
     systems: dict[str, dict[str, Any]] = {}
     targets: list[tuple[Target, Path | None]] = []
+    arm_targets: list[Target] = []
     notes: dict[str, str] = {}
     conversions: dict[str, Any] = {}
     systems["teacher/torch-eager"] = {"kind": "teacher-reference", "tool": "torch", "role": "teacher", "precision": "fp32",
@@ -208,7 +271,9 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 continue
             for f in files:
-                if f.arm_only:  # built for the ARM device: not measured on this host
+                if f.arm_only or f.format in ARM_FORMATS:
+                    arm_targets.append(Target(f.system, f.format, f.precision, [f.path], {}))
+                if f.arm_only:  # built for the ARM device: not timed on this host
                     continue
                 systems[f.system] = {
                     "kind": "peer",
@@ -256,11 +321,23 @@ def main(argv: list[str] | None = None) -> int:
                 "format": t.format,
             }
             targets.append((Target(label, t.format, t.precision, t.files, t.meta, sha256=t.sha256), None))
+            arm_targets.append(targets[-1][0])
     systems["teacher/torch-eager"]["size_bytes"] = sum(
         f.stat().st_size
         for f in found["teacher"].model_dir.iterdir()
         if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special"))
     )
+
+    arm_rows: list[dict[str, Any]] = []
+    keys = {"teacher": found["teacher"].key, "model": found["student"].key, "onnx": found["onnx_art"].key, "bundle": found["bundle"].key}
+    stamp = run_stamp(pipe, keys)
+    if args.arm and not args.convert_only:
+        print(f"ARM builds on {args.arm}: {len(arm_targets)} files (accuracy and agreement with this host)", file=sys.stderr, flush=True)
+        with nodelock.building():  # emulation is work, not a measurement: it waits while a measurement runs
+            arm_rows = benchmark(arm_targets, bundle / "eval.npz", arm_config(args.arm, args.arm_rows), {**stamp, "bench": "peers-arm"})
+        for row in arm_rows:
+            if row.get("error"):
+                print(f"    {row.get('variant')} on {args.arm}: {str(row['error'])[:200]}", file=sys.stderr)
 
     if args.convert_only:
         print(f"converted: {len(targets)} files ready to measure; rerun without --convert-only to measure them", file=sys.stderr)
@@ -279,32 +356,10 @@ def main(argv: list[str] | None = None) -> int:
         accuracy_seq_lens=(128,),
         device_tests=False,
     )
-    keys = {"teacher": found["teacher"].key, "model": found["student"].key, "onnx": found["onnx_art"].key, "bundle": found["bundle"].key}
-    stamp = run_stamp(pipe, keys)
     t0 = time.time()
-    rounds: list[list[dict[str, Any]]] = []
-    local = LocalDevice()
     # a file's answers do not change between rounds: predict the eval rows in round 1, time in every round
     timing_only = dataclasses.replace(cfg, accuracy=False, accuracy_seq_lens=())
-    answers: dict[tuple[Any, Any], dict[str, Any]] = {}
-    for r in range(1, args.rounds + 1):
-        print(f"round {r}/{args.rounds}: {len(targets)} files", file=sys.stderr, flush=True)
-        rows: list[dict[str, Any]] = []
-        for t, py in targets:
-            device = VenvDevice(py) if py else local
-            got = run_on_device(device, [t], bundle / "eval.npz", cfg if r == 1 else timing_only,
-                                {**stamp, "bench": "peers", "round": r})
-            for row in got:
-                key = (row.get("variant"), row.get("seq_len"))
-                if r == 1:
-                    answers[key] = row
-                elif not row.get("error"):  # round 1's answers, where this round measured none
-                    row.update({k: v for k, v in answers.get(key, {}).items() if row.get(k) is None and v is not None})
-            for row in got:
-                if row.get("error"):
-                    print(f"    {t.name}: {row['error'][:200]}", file=sys.stderr)
-            rows += got
-        rounds.append(flag_rows(rows, cfg.cv_threshold))
+    rounds = timed_rounds(targets, bundle / "eval.npz", cfg, timing_only, stamp, args.rounds)
     tables = [common.summarise(rs, systems) for rs in rounds]
     table = common.median_table(tables)
     checks = common.combine_rounds([common.check_targets(t) for t in tables])
@@ -331,13 +386,16 @@ def main(argv: list[str] | None = None) -> int:
         **stamp,
     }
     text = common.render(table, checks, meta)
+    if args.arm:
+        text += "\n\n" + common.render_arm(arm_rows, args.arm)
     print(text)
     out_dir = args.out / args.pipeline
     out_dir.mkdir(parents=True, exist_ok=True)
-    slim = [{k: v for k, v in r.items() if k != "times_ms"} for r in all_rows]
+    slim = [{k: v for k, v in r.items() if k != "times_ms"} for r in [*all_rows, *arm_rows]]
     (out_dir / "peers.json").write_text(
         json.dumps(
-            {"meta": meta, "table": table, "rounds": tables, "checks": checks, "conversions": conversions, "rows": slim},
+            {"meta": meta, "table": table, "rounds": tables, "checks": checks, "arm": common.arm_summary(arm_rows),
+             "conversions": conversions, "rows": slim},
             indent=2,
             default=str,
         )
