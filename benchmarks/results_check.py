@@ -4,6 +4,10 @@ pipeline that pipelines.yaml still defines, measured from one commit.
 Layout: benchmarks/results/<pipeline>/ holds that pipeline's report (results.jsonl, report.md,
 ...) and optionally compare/ (the A/B/C comparison). Every row of every results file there must
 carry the same run id, commit and pipeline, from a clean checkout; anything else is stale.
+peers/<pipeline>/ (benchmarks/peers/run.py) follows the same rules. sweeps/<sweep>/ holds one
+`albert-edge sweep` (trials.jsonl): every trial of that sweep over one pipeline, and every measured
+trial from the same run and commit of a clean checkout (each trial is its own recipe, so its
+config hash is its own).
 """
 
 from __future__ import annotations
@@ -25,6 +29,31 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 PEERS_DIR = "peers"
+SWEEPS_DIR = "sweeps"
+SWEEP_ROWS = "trials.jsonl"
+
+
+def sweep_problems(d: Path, known: set[str]) -> list[str]:
+    """Why sweeps/<name>/ is not one sweep of a known pipeline, measured from one clean commit."""
+    where = f"{SWEEPS_DIR}/{d.name}/{SWEEP_ROWS}"
+    if not (d / SWEEP_ROWS).is_file():
+        return [f"{SWEEPS_DIR}/{d.name}/: no {SWEEP_ROWS}: its other files cannot be traced to a sweep"]
+    rows = read_rows(d / SWEEP_ROWS)
+    if not rows:
+        return [f"{where}: no rows"]
+    out = []
+    names = sorted({str(r.get("sweep")) for r in rows})
+    if names != [d.name]:
+        out.append(f"{where}: rows of sweep(s) {', '.join(names)} in the directory of {d.name}")
+    pipes = sorted({str(r.get("pipeline")) for r in rows})
+    if len(pipes) > 1:
+        out.append(f"{where}: rows from more than one pipeline: {', '.join(pipes)}")
+    out += [f"{where}: pipeline not in pipelines.yaml: {p}" for p in pipes if p not in known]
+    measured = [r for r in rows if r.get("status") == "ok"]
+    if not measured:
+        out.append(f"{where}: no measured trial")
+    out += [p for p in row_problems(measured, known, where) if "config_hash" not in p or "more than one" not in p]
+    return out
 
 
 def row_problems(rows: list[dict[str, Any]], known: set[str], where: str) -> list[str]:
@@ -55,6 +84,9 @@ def tree_problems(root: Path, known: set[str]) -> list[str]:
         return []
     out = [f"{p.relative_to(root)}: not inside a pipeline directory" for p in sorted(root.iterdir()) if p.is_file()]
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        if d.name == SWEEPS_DIR:
+            out += [problem for s in sorted(p for p in d.iterdir() if p.is_dir()) for problem in sweep_problems(s, known)]
+            continue
         if d.name == PEERS_DIR:  # side-by-side runs (benchmarks/peers/run.py): peers/<pipeline>/, held to the same rules
             out += [f"{PEERS_DIR}/{problem}" for problem in tree_problems(d, known)]
             continue

@@ -76,3 +76,23 @@ def test_stray_files_and_unknown_directories_are_rejected(tmp_path):
     assert "sst2_compare.md: not inside a pipeline directory" in problems
     assert "report/: not a pipeline in pipelines.yaml" in problems and "report/: no results.jsonl" in problems
     assert "rows of pipeline sst2-mobile in the directory of albert-base-v2-latency" in problems
+
+
+def _trial(**kw):
+    return _row(**{"sweep": "sst2-mobile-proxy", "status": "ok", "trial": "t1", **kw})
+
+
+def test_a_sweep_is_one_run_over_one_pipeline(tmp_path):
+    d = tmp_path / "sweeps" / "sst2-mobile-proxy"
+    failed = {"sweep": "sst2-mobile-proxy", "pipeline": "sst2-mobile", "status": "failed", "error": "gate"}
+    _write(d / "trials.jsonl", [_trial(), _trial(trial="t2", config_hash="d" * 16), failed])
+    assert tree_problems(tmp_path, KNOWN) == []  # each trial is its own recipe: config hashes differ
+    _write(d / "trials.jsonl", [_trial(), _trial(trial="t2", git_commit="b" * 40), _trial(trial="t3", git_dirty=True),
+                                _trial(trial="t4", sweep="other")])
+    problems = "\n".join(tree_problems(tmp_path, KNOWN))
+    assert "more than one git_commit" in problems and "uncommitted changes" in problems
+    assert "rows of sweep(s) other, sst2-mobile-proxy in the directory of sst2-mobile-proxy" in problems
+    _write(d / "trials.jsonl", [failed])
+    assert "no measured trial" in "\n".join(tree_problems(tmp_path, KNOWN))
+    (d / "trials.jsonl").unlink()
+    assert "no trials.jsonl" in "\n".join(tree_problems(tmp_path, KNOWN))

@@ -333,8 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     stamp = run_stamp(pipe, keys)
     if args.arm and not args.convert_only:
         print(f"ARM builds on {args.arm}: {len(arm_targets)} files (accuracy and agreement with this host)", file=sys.stderr, flush=True)
-        with nodelock.building():  # emulation is work, not a measurement: it waits while a measurement runs
-            arm_rows = benchmark(arm_targets, bundle / "eval.npz", arm_config(args.arm, args.arm_rows), {**stamp, "bench": "peers-arm"})
+        for t in arm_targets:  # emulation is work, not a measurement: one file at a time, so a waiting measurement gets in between
+            with nodelock.building():
+                arm_rows += benchmark([t], bundle / "eval.npz", arm_config(args.arm, args.arm_rows), {**stamp, "bench": "peers-arm"})
         for row in arm_rows:
             if row.get("error"):
                 print(f"    {row.get('variant')} on {args.arm}: {str(row['error'])[:200]}", file=sys.stderr)
