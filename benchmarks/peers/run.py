@@ -328,18 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special"))
     )
 
-    arm_rows: list[dict[str, Any]] = []
     keys = {"teacher": found["teacher"].key, "model": found["student"].key, "onnx": found["onnx_art"].key, "bundle": found["bundle"].key}
     stamp = run_stamp(pipe, keys)
-    if args.arm and not args.convert_only:
-        print(f"ARM builds on {args.arm}: {len(arm_targets)} files (accuracy and agreement with this host)", file=sys.stderr, flush=True)
-        for t in arm_targets:  # emulation is work, not a measurement: one file at a time, so a waiting measurement gets in between
-            with nodelock.building():
-                arm_rows += benchmark([t], bundle / "eval.npz", arm_config(args.arm, args.arm_rows), {**stamp, "bench": "peers-arm"})
-        for row in arm_rows:
-            if row.get("error"):
-                print(f"    {row.get('variant')} on {args.arm}: {str(row['error'])[:200]}", file=sys.stderr)
-
     if args.convert_only:
         print(f"converted: {len(targets)} files ready to measure; rerun without --convert-only to measure them", file=sys.stderr)
         return 0
@@ -361,6 +351,16 @@ def main(argv: list[str] | None = None) -> int:
     # a file's answers do not change between rounds: predict the eval rows in round 1, time in every round
     timing_only = dataclasses.replace(cfg, accuracy=False, accuracy_seq_lens=())
     rounds = timed_rounds(targets, bundle / "eval.npz", cfg, timing_only, stamp, args.rounds)
+    arm_rows: list[dict[str, Any]] = []
+    if args.arm:  # after the timed rounds: emulation is long, and it holds back any measurement waiting for the machine
+        print(f"ARM builds on {args.arm}: {len(arm_targets)} files (accuracy and agreement with this host)", file=sys.stderr, flush=True)
+        for t in arm_targets:  # emulation is work, not a measurement: one file at a time, so a waiting measurement gets in between
+            with nodelock.building():
+                arm_rows += benchmark([t], bundle / "eval.npz", arm_config(args.arm, args.arm_rows), {**stamp, "bench": "peers-arm"})
+        for row in arm_rows:
+            if row.get("error"):
+                print(f"    {row.get('variant')} on {args.arm}: {str(row['error'])[:200]}", file=sys.stderr)
+
     tables = [common.summarise(rs, systems) for rs in rounds]
     table = common.median_table(tables)
     checks = common.combine_rounds([common.check_targets(t) for t in tables])
