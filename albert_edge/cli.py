@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", action="store_true", help="validate the space against the pipeline and list the trials; run nothing")
     p.add_argument("--report-only", action="store_true", help="rewrite pareto.json and the report from trials.jsonl; run nothing")
     p.add_argument("--pick", action="store_true", help="name the best trial under the constraints, copy its bundle, print its path")
+    p.add_argument("--rounds", type=int, default=0, metavar="N",
+                   help="re-time the front and the hand-tuned baseline in N interleaved rounds (rounds.jsonl) and judge the front "
+                   "against the baseline on its worst round; with --report-only, re-times without training")
     for flag, what in (("max-accuracy-drop", "points of validation accuracy below the teacher"), ("max-p50-ms", "p50 latency, ms"),
                        ("max-size-mb", "file size, MB"), ("max-rss-mb", "peak RSS, MB")):
         p.add_argument(f"--{flag}", type=float, default=None, help=f"constraint for --pick: {what} (overrides the space file)")

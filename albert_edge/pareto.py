@@ -77,3 +77,34 @@ def pick(rows: list[dict[str, Any]], constraints: dict[str, Any]) -> dict[str, A
         return (-(_value(r, "val_accuracy") or 0.0), _value(r, "p50_ms") or math.inf, _value(r, "size_mb") or math.inf, str(r.get("trial")))
 
     return min(ok, key=order)
+
+
+def versus_baseline(rows: list[dict[str, Any]], round_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each re-timed trial against the hand-tuned baseline: validation accuracy difference
+    (points), the baseline's p50 over the trial's in every round both were timed in (a speed-up
+    when above 1), the worst of those rounds, and whether the trial dominates (accuracy at least the
+    baseline's and faster in its worst round). Empty when the baseline was not re-timed."""
+    base = next((r for r in rows if r.get("baseline") and r.get("status") == "ok"), None)
+    if base is None:
+        return []
+    p50: dict[tuple[str, int], float] = {}
+    for r in round_rows:
+        v = _value(r, "p50_ms")
+        if v is not None and v > 0:
+            p50[(str(r.get("trial")), int(r.get("round", 0)))] = v
+    base_id = str(base.get("trial"))
+    base_rounds = {rnd for (t, rnd) in p50 if t == base_id}
+    out = []
+    for r in rows:
+        tid = str(r.get("trial"))
+        if r is base or r.get("status") != "ok":
+            continue
+        ratios = {rnd: p50[(base_id, rnd)] / p50[(tid, rnd)] for rnd in sorted(base_rounds) if (tid, rnd) in p50}
+        if not ratios:
+            continue
+        acc, base_acc = _value(r, "val_accuracy"), _value(base, "val_accuracy")
+        diff = None if acc is None or base_acc is None else round(100.0 * (acc - base_acc), 4)
+        worst = min(ratios.values())
+        out.append({"trial": tid, "params": r.get("params"), "val_points_vs_baseline": diff, "speedup_by_round": ratios,
+                    "worst_speedup": worst, "dominates": diff is not None and diff >= 0 and worst > 1.0})
+    return out

@@ -54,7 +54,8 @@ def _plot(rows: list[dict[str, Any]], front_ids: set[str], x: str, xlabel: str, 
     plt.close(fig)
 
 
-def write_report(rows: list[dict[str, Any]], spec: SweepSpec, pareto: dict[str, Any], out_dir: Path, constraints: dict[str, Any]) -> Path:
+def write_report(rows: list[dict[str, Any]], spec: SweepSpec, pareto: dict[str, Any], out_dir: Path, constraints: dict[str, Any],
+                 round_rows: list[dict[str, Any]] | None = None) -> Path:
     front_ids = {str(r["trial"]) for r in pareto["front"]}
     lines = [
         f"# Sweep {out_dir.name}",
@@ -99,6 +100,7 @@ def write_report(rows: list[dict[str, Any]], spec: SweepSpec, pareto: dict[str, 
             _fmt(r.get("p50_ms")), _fmt(r.get("size_mb"), ".2f"), _fmt(r.get("rss_peak_mb"), ".0f"),
             "yes" if str(r.get("trial")) in front_ids else "", "; ".join(miss) if miss else ("met" if constraints else "-"),
         ]) + " |")
+    lines += _versus_baseline(rows, round_rows or [])
     lines += ["", "Stage times per trial (seconds; `reused` came from the cache):", ""]
     for r in rows:
         stages = ", ".join(f"{s['step']} {s['status']} {s['seconds']:.1f}" for s in r.get("stages") or [])
@@ -106,3 +108,22 @@ def write_report(rows: list[dict[str, Any]], spec: SweepSpec, pareto: dict[str, 
     path = out_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _versus_baseline(rows: list[dict[str, Any]], round_rows: list[dict[str, Any]]) -> list[str]:
+    """The front re-timed against the hand-tuned pipeline in interleaved rounds (sweep --rounds)."""
+    from albert_edge.pareto import versus_baseline
+
+    verdicts = versus_baseline(rows, round_rows)
+    if not verdicts:
+        return []
+    n = max(int(r.get("round", 0)) for r in round_rows)
+    lines = ["", f"Against the hand-tuned pipeline, re-timed in {n} interleaved round(s) (`rounds.jsonl`; a speed-up is the hand-tuned "
+             "p50 over the trial's in the same round; a trial dominates when its validation accuracy is at least the hand-tuned one's "
+             "and it is faster in its worst round):", "",
+             "| trial | params | val acc vs hand-tuned, points | speed-up per round | worst | dominates |", "|---|---|---|---|---|---|"]
+    for v in sorted(verdicts, key=lambda v: -v["worst_speedup"]):
+        per = ", ".join(f"{x:.2f}x" for x in v["speedup_by_round"].values())
+        lines.append(f"| {v['trial']} | {v['params']} | {_fmt(v['val_points_vs_baseline'], '+.2f')} | {per} | "
+                     f"{v['worst_speedup']:.2f}x | {'yes' if v['dominates'] else 'no'} |")
+    return lines

@@ -196,6 +196,15 @@ def test_grid_sweep_front_report_pick_and_shared_builds(cluster, work, tmp_path)
     assert best["size_mb"] <= 1.0
     assert best["val_accuracy"] == max(r["val_accuracy"] for r in rows if r["size_mb"] <= 1.0)
 
+    # re-time the front and the baseline in interleaved rounds without training anything
+    rc, out, err = _finish(_driver(work, space, cluster, "--report-only", "--rounds", "2"))
+    assert rc == 0, err[-3000:]
+    timed = [json.loads(line) for line in (work / "sweeps/grid/rounds.jsonl").read_text().splitlines()]
+    chosen = front_ids | {r["trial"] for r in rows if r["baseline"]}
+    assert [(t["round"], t["trial"]) for t in timed] == [(n, t) for n in (1, 2) for t in [x["trial"] for x in timed[: len(chosen)]]]
+    assert {t["trial"] for t in timed} == chosen and all(t["p50_ms"] > 0 and t["git_commit"] for t in timed)
+    assert "re-timed in 2 interleaved round(s)" in (work / "sweeps/grid/report.md").read_text()
+
 
 def test_worker_killed_mid_trial_is_retried(cluster, work, tmp_path):
     fault = tmp_path / "fault"

@@ -200,3 +200,22 @@ def test_random_plan_is_seeded_and_distinct():
     assert build(SweepSpec, {**raw, "seed": 4}, "sweep").planned() != one
     assert len(build(SweepSpec, {**raw, "trials": 50}, "sweep").planned()) == 9  # never more than the combinations
     assert len(build(SweepSpec, {**raw, "strategy": "grid"}, "sweep").planned()) == 9
+
+
+def test_a_trial_dominates_the_baseline_only_when_its_worst_round_is_faster():
+    from albert_edge.pareto import versus_baseline
+
+    rows = [
+        {"trial": "base", "baseline": True, "status": "ok", "val_accuracy": 0.80, "params": {}},
+        {"trial": "fast", "status": "ok", "val_accuracy": 0.81, "params": {"h": 6}},
+        {"trial": "once", "status": "ok", "val_accuracy": 0.82, "params": {"h": 4}},
+        {"trial": "worse", "status": "ok", "val_accuracy": 0.79, "params": {"h": 8}},
+    ]
+    p50 = {"base": (1.0, 1.0, 1.2), "fast": (0.8, 0.9, 0.9), "once": (0.7, 1.1, 0.9), "worse": (0.5, 0.5, 0.5)}
+    timed = [{"trial": t, "round": n + 1, "p50_ms": v} for t, vs in p50.items() for n, v in enumerate(vs)]
+    got = {v["trial"]: v for v in versus_baseline(rows, timed)}
+    assert set(got) == {"fast", "once", "worse"}
+    assert got["fast"]["dominates"] and abs(got["fast"]["worst_speedup"] - 1.0 / 0.9) < 1e-9
+    assert not got["once"]["dominates"] and abs(got["once"]["worst_speedup"] - 1.0 / 1.1) < 1e-9  # faster in 2 of 3 rounds only
+    assert not got["worse"]["dominates"] and got["worse"]["val_points_vs_baseline"] == -1.0  # twice as fast, 1 point less accurate
+    assert versus_baseline(rows[1:], timed) == []  # no baseline, no verdict
