@@ -348,7 +348,7 @@ def _tune(
     run_config = tune.RunConfig(
         name="ray", storage_path=str(out_dir.resolve()), failure_config=tune.FailureConfig(max_failures=res.max_failures), verbose=0
     )
-    if spec.strategy in ("grid", "random"):
+    if spec.strategy in ("grid", "random", "points"):
         pending = [v for v in spec.planned() if trial_key(v) not in done]
         log(f"{spec.strategy}: {len(pending)} trial(s) to run, {len(spec.planned()) - len(pending)} reused")
         if not pending:

@@ -5,7 +5,7 @@ File layout::
     version: 1
     sweep:
       name: smoke-shapes              # results go to sweeps/<name>/ (default: <pipeline>-<file stem>)
-      strategy: grid                  # grid | random | nsga2 (Optuna's NSGA-II through Ray Tune's OptunaSearch)
+      strategy: grid                  # grid | random | nsga2 (Optuna's NSGA-II through Ray Tune's OptunaSearch) | points
       trials: 8                       # random, nsga2: how many trials (grid: every combination)
       params:                         # <step id>.<config path>: [values]; also task.*, budget.*, seed
         distill.student.num_hidden_layers: [2, 3, 4]
@@ -36,7 +36,7 @@ from albert_edge.config import MAX_YAML_BYTES, Pipeline, _BoundedLoader, _YamlLi
 from albert_edge.pareto import OBJECTIVES
 from albert_edge.schema import ConfigError, build, require, safe_name, short_repr, to_dict
 
-Strategy = Literal["grid", "random", "nsga2"]
+Strategy = Literal["grid", "random", "nsga2", "points"]
 Objective = Literal["val_accuracy", "p50_ms", "size_mb", "rss_peak_mb"]
 TOP_LEVEL = ("task", "budget", "seed")  # pipeline settings a path may address besides step ids
 BASELINE = "baseline"
@@ -110,6 +110,7 @@ class SweepSpec:
     trials: int | None = None
     seed: int = 0
     population: int = 8  # nsga2: individuals per generation
+    points: tuple[dict[str, Any], ...] = ()  # points: the recipes to run, each a value of every param (e.g. a proxy front to re-train)
     fixed: dict[str, Any] = field(default_factory=dict)
     until: str = "bundle"  # the last step a trial builds; measurement follows
     baseline: bool = True  # also build and measure the pipeline as written (the hand-tuned recipe)
@@ -129,7 +130,18 @@ class SweepSpec:
             )
             require(len({stable_hash(v) for v in values}) == len(values), f"params.{path}", "values repeat")
         require(self.trials is None or self.trials >= 1, "trials", "at least 1")
-        require(self.strategy == "grid" or self.trials is not None, "trials", f"strategy {self.strategy} needs `trials`", "trials: 20")
+        require(self.strategy != "points" or bool(self.points), "points", "strategy points lists its recipes",
+                "points: [{distill.student.num_hidden_layers: 3, prune.heads: 4}]")
+        require(self.strategy == "points" or not self.points, "points",
+                f"only strategy points reads `points` (strategy is {self.strategy})")
+        for i, point in enumerate(self.points):
+            require(isinstance(point, dict) and set(point) == set(self.params), f"points[{i}]",
+                    f"set every param once: {', '.join(self.params)}")
+            for path, value in point.items():
+                require(any(stable_hash(v) == stable_hash(value) for v in self.params[path]), f"points[{i}].{path}",
+                        f"{short_repr(value)} is not one of params.{path}")
+        require(self.strategy in ("grid", "points") or self.trials is not None, "trials", f"strategy {self.strategy} needs `trials`",
+                "trials: 20")
         require(self.population >= 2, "population", "NSGA-II needs at least 2 individuals per generation")
         require(len(set(self.objectives)) == len(self.objectives) and len(self.objectives) >= 1, "objectives", "name each objective once")
         require("val_accuracy" in self.objectives, "objectives", "val_accuracy must be an objective (dev accuracy is reported only)")
@@ -145,6 +157,8 @@ class SweepSpec:
 
     def planned(self) -> list[dict[str, Any]]:
         """The trials of grid and random, in a fixed order (a rerun plans the same list)."""
+        if self.strategy == "points":
+            return [{k: point[k] for k in self.params} for point in self.points]
         combos = self.combinations()
         if self.strategy == "grid":
             return combos

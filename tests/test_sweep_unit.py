@@ -219,3 +219,37 @@ def test_a_trial_dominates_the_baseline_only_when_its_worst_round_is_faster():
     assert not got["once"]["dominates"] and abs(got["once"]["worst_speedup"] - 1.0 / 1.1) < 1e-9  # faster in 2 of 3 rounds only
     assert not got["worse"]["dominates"] and got["worse"]["val_points_vs_baseline"] == -1.0  # twice as fast, 1 point less accurate
     assert versus_baseline(rows[1:], timed) == []  # no baseline, no verdict
+
+
+@pytest.mark.parametrize(("body", "needle"), [
+    ("  strategy: points\n  params: {distill.student.embedding_size: [16, 32]}\n", "sweep.points: strategy points lists its recipes"),
+    ("  strategy: points\n  params: {distill.student.embedding_size: [16, 32]}\n  points: [{distill.student.embedding_size: 24}]\n",
+     "sweep.points[0].distill.student.embedding_size: 24 is not one of params.distill.student.embedding_size"),
+    ("  strategy: points\n  params: {distill.student.embedding_size: [16], seed: [1, 2]}\n  points: [{seed: 1}]\n",
+     "sweep.points[0]: set every param once"),
+    ("  params: {distill.student.embedding_size: [16, 32]}\n  points: [{distill.student.embedding_size: 16}]\n",
+     "sweep.points: only strategy points reads `points`"),
+])
+def test_points_name_every_param_with_a_listed_value(tmp_path, capsys, body, needle):
+    from albert_edge.cli import main
+
+    pipes = write_yaml(tmp_path / "p.yaml", PIPES)
+    space = write_yaml(tmp_path / "s.yaml", "version: 1\nsweep:\n" + body)
+    assert main(["sweep", str(pipes), "-p", "smoke", "--space", str(space), "--out", str(tmp_path / "sweeps")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+
+
+def test_points_plan_exactly_the_listed_recipes(tmp_path, capsys):
+    from albert_edge.cli import main
+
+    pipes = write_yaml(tmp_path / "p.yaml", PIPES)
+    space = write_yaml(tmp_path / "s.yaml", "version: 1\nsweep:\n  strategy: points\n"
+                       "  params: {distill.student.embedding_size: [16, 32], distill.student.num_hidden_layers: [1, 2]}\n"
+                       "  points:\n    - {distill.student.num_hidden_layers: 2, distill.student.embedding_size: 16}\n"
+                       "    - {distill.student.embedding_size: 32, distill.student.num_hidden_layers: 1}\n")
+    assert main(["sweep", str(pipes), "-p", "smoke", "--space", str(space), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "points, 2 trial(s)" in out
+    assert '{"distill.student.embedding_size": 16, "distill.student.num_hidden_layers": 2}' in out
+    assert '{"distill.student.embedding_size": 32, "distill.student.num_hidden_layers": 1}' in out
