@@ -437,7 +437,7 @@ def retime(rows: list[dict[str, Any]], spec: SweepSpec, out_dir: Path, rounds: i
     exclusively), so a claim against the baseline holds in its worst round, not in one pass.
     Rewrites out_dir/rounds.jsonl."""
     from albert_edge.pareto import pareto_front
-    from benchmarks.provenance import git_state, run_id
+    from benchmarks.provenance import run_stamp
 
     chosen = [*pareto_front(rows, spec.objectives), *[r for r in rows if r.get("baseline") and r.get("status") == "ok"]]
     chosen = list({str(r["trial"]): r for r in chosen}.values())
@@ -450,8 +450,7 @@ def retime(rows: list[dict[str, Any]], spec: SweepSpec, out_dir: Path, rounds: i
             if variant is None:
                 raise ConfigError("--rounds", f"trial {r['trial']}: {r['file']} is no longer in {bundle}",
                                   "rerun the sweep without --report-only")
-            stamp = {"run_id": run_id(), **git_state(), "pipeline": r.get("pipeline"), "config_hash": r.get("config_hash"),
-                     "artifact_keys": {"bundle": r.get("bundle_key")}}
+            stamp = {**run_stamp(None, {"bundle": r.get("bundle_key")}, r.get("pipeline")), "config_hash": r.get("config_hash")}
             got = measure_bundle(bundle, variant, to_dict(spec.measure), stamp, lock_dir)
             out.append({"trial": r["trial"], "baseline": bool(r.get("baseline")), "round": rnd, "sweep": out_dir.name, **got})
             log(f"round {rnd}/{rounds}: {'hand-tuned' if r.get('baseline') else r['trial']} p50 {got['p50_ms']:.3f} ms")

@@ -147,7 +147,7 @@ def test_arm_summary_reports_agreement_and_why_a_file_did_not_run() -> None:
     got = common.arm_summary(rows)
     assert [a["system"] for a in got] == ["optimum/teacher/int8-arm64", "executorch/student/int8"]
     assert got[0]["host_agreement"] == 0.995 and got[0]["error"] is None
-    text = common.render_arm(rows, "qemu-aarch64")
+    text = common.render_arm(got, "qemu-aarch64")
     assert "| optimum/teacher/int8-arm64 | onnxruntime  | 200 | 90.00% | 90.50% | 99.50% | 0.04 |  |" in text
     assert "skipped: executorch runtime does not load here" in text
 

@@ -305,10 +305,11 @@ def render(table: list[dict[str, Any]], checks: list[dict[str, Any]], meta: dict
 def arm_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per file run on the ARM device: accuracy on the sample, agreement and the largest
     logit difference with this host's run of the same file, or why it did not run."""
-    out = []
+    out, seen = [], set()
     for r in rows:
-        if r.get("seq_len") not in (None, "real", 128) or any(o["system"] == r.get("variant") for o in out):
+        if r.get("seq_len") not in (None, "real", 128) or r.get("variant") in seen:
             continue
+        seen.add(r.get("variant"))
         out.append({
             "system": r.get("variant"), "device": r.get("device"), "runtime": r.get("runtime"),
             "runtime_version": r.get("runtime_version"), "rows": r.get("eval_rows"), "accuracy": r.get("accuracy"),
@@ -319,12 +320,12 @@ def arm_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def render_arm(rows: list[dict[str, Any]], device: str) -> str:
-    """The ARM section: every ARM build and shipped file on the arm64 device beside this host."""
+def render_arm(summary: list[dict[str, Any]], device: str) -> str:
+    """The ARM section (from arm_summary): every ARM build and shipped file on the arm64 device beside this host."""
     lines = [f"ARM builds on `{device}` (accuracy and agreement only: latencies under emulation say nothing about a phone)", "",
              "| system | runtime | rows | accuracy on ARM | accuracy on this host | agreement with this host | max abs logit diff | note |",
              "|---|---|---|---|---|---|---|---|"]
-    for a in arm_summary(rows):
+    for a in summary:
         note = ("skipped: " if a["skipped"] else "") + str(a["error"])[:200] if a["error"] else ""
         lines.append(
             f"| {a['system']} | {a['runtime'] or '-'} {a['runtime_version'] or ''} | {a['rows'] or '-'} | {_f(a['accuracy'], pct=True)} | "

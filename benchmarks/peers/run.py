@@ -328,11 +328,11 @@ def main(argv: list[str] | None = None) -> int:
         if f.suffix in (".safetensors", ".json") and not f.name.startswith(("tokenizer", "special"))
     )
 
-    keys = {"teacher": found["teacher"].key, "model": found["student"].key, "onnx": found["onnx_art"].key, "bundle": found["bundle"].key}
-    stamp = run_stamp(pipe, keys)
     if args.convert_only:
         print(f"converted: {len(targets)} files ready to measure; rerun without --convert-only to measure them", file=sys.stderr)
         return 0
+    keys = {"teacher": found["teacher"].key, "model": found["student"].key, "onnx": found["onnx_art"].key, "bundle": found["bundle"].key}
+    stamp = run_stamp(pipe, keys)
 
     # ---- measurement: interleaved rounds, a fresh process per file
     cfg = BenchConfig(
@@ -387,15 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         **stamp,
     }
     text = common.render(table, checks, meta)
+    arm = common.arm_summary(arm_rows)
     if args.arm:
-        text += "\n\n" + common.render_arm(arm_rows, args.arm)
+        text += "\n\n" + common.render_arm(arm, args.arm)
     print(text)
     out_dir = args.out / args.pipeline
     out_dir.mkdir(parents=True, exist_ok=True)
     slim = [{k: v for k, v in r.items() if k != "times_ms"} for r in [*all_rows, *arm_rows]]
     (out_dir / "peers.json").write_text(
         json.dumps(
-            {"meta": meta, "table": table, "rounds": tables, "checks": checks, "arm": common.arm_summary(arm_rows),
+            {"meta": meta, "table": table, "rounds": tables, "checks": checks, "arm": arm,
              "conversions": conversions, "rows": slim},
             indent=2,
             default=str,
