@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from albert_edge.data import Encoded
-from compress.onnx_int8 import OnnxMode, calibration_reader
+from compress.onnx_int8 import Scheme, calibration_reader
 
 if TYPE_CHECKING:
     from export.judge import FileJudge
@@ -53,7 +53,7 @@ class IncResult:
 def inc_tune(
     src: Path,
     dst: Path,
-    mode: OnnxMode,
+    mode: Scheme,
     evaluate: Callable[[str], float],
     *,
     tolerance: float,
@@ -100,7 +100,7 @@ def inc_tune(
     return IncResult(met, trials, baseline, f"trial {len(trials)} of {len(configs) if isinstance(configs, list) else 1} config groups")
 
 
-def inc_int8(judge: FileJudge, name: str, src: Path, dst: Path, mode: OnnxMode, *, calib: Encoded | None,
+def inc_int8(judge: FileJudge, name: str, src: Path, dst: Path, mode: Scheme, *, calib: Encoded | None,
              max_trials: int) -> dict[str, Any]:
     """INC's accuracy-driven tuning of `src` into `dst` within the budget's tolerance (the
     absolute budget against the teacher read as INC's relative loss against the fp32 model,

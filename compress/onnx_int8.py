@@ -22,12 +22,16 @@ from albert_edge.variant import ModelVariant
 from compress.onnx_graph import matmul_report
 from export.judge import FileJudge, ReportRows, score_file
 
-OnnxMode = Literal["dynamic", "static"]
+Scheme = Literal["dynamic", "static"]  # ORT's: activations quantised at run time, or from calibration
+# The files the quantize stage makes. dynamic-attention: dynamic int8 with the attention's
+# activation MatMuls (Q.K^T, P.V) int8 too, both inputs quantised at run time; this is what
+# Optimum's ORTQuantizer makes (static QDQ always quantises them).
+OnnxMode = Literal["dynamic", "dynamic-attention", "static"]
 CalibMethod = Literal["minmax", "entropy", "percentile"]
 # Op types we quantise: the weight products and the embedding lookups. LayerNorm, Softmax and
 # elementwise ops stay float (int8 there costs accuracy and saves no weight bytes).
 OP_TYPES = ("MatMul", "Gemm", "Gather")
-PRECISION = {"dynamic": "int8-dynamic", "static": "int8-static"}
+FILE_TAG = {"dynamic": "int8-dynamic", "dynamic-attention": "int8-dynamic-attention", "static": "int8-static"}
 
 
 def encoded_batches(enc: Encoded, batch_size: int, pad_id: int = 0, pad_to: int | None = None) -> Iterator[dict[str, np.ndarray]]:
@@ -67,10 +71,21 @@ def calibration_reader(enc: Encoded, batch_size: int = 32, pad_id: int = 0, fixe
 class QuantSpec:
     """How to quantise one ONNX file (everything but the file names and the calibration data)."""
 
-    mode: OnnxMode = "dynamic"
+    mode: Scheme = "dynamic"
     method: CalibMethod = "minmax"
     per_channel: bool = False
     percentile: float = 99.999
+    attention_int8: bool = False  # dynamic: activation MatMuls int8 too (static: always)
+
+    @classmethod
+    def of(cls, mode: OnnxMode, method: CalibMethod = "minmax", per_channel: bool = False, percentile: float = 99.999) -> QuantSpec:
+        scheme: Scheme = "static" if mode == "static" else "dynamic"
+        return cls(scheme, method, per_channel, percentile, attention_int8=mode == "dynamic-attention")
+
+    @property
+    def file_tag(self) -> str:
+        """The file's and variant's name part (FILE_TAG of the mode this spec was made for)."""
+        return FILE_TAG["dynamic-attention" if self.mode == "dynamic" and self.attention_int8 else self.mode]
 
 
 def quantize_onnx(
@@ -100,7 +115,9 @@ def quantize_onnx(
     common: dict[str, Any] = dict(op_types_to_quantize=list(OP_TYPES), per_channel=spec.per_channel,
                                   nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) if only is not None else None)
     if spec.mode == "dynamic":
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True}, **common)
+        # MatMulConstBOnly: leave MatMuls of two activations (the attention's) float unless asked.
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": not spec.attention_int8},
+                         **common)
         _restore_gemm_names(dst, exclude)
         return dst
     if (calib is None or len(calib) == 0) and not (cache and cache.is_file()):
@@ -140,10 +157,10 @@ def _restore_gemm_names(path: Path, exclude: Sequence[str]) -> None:
         onnx.save(model, str(path))
 
 
-def quantizable_nodes(path: Path, mode: OnnxMode) -> list[str]:
+def quantizable_nodes(path: Path, spec: QuantSpec) -> list[str]:
     """Nodes the quantizer turns int8 with OP_TYPES, the fallback candidates: weight
-    MatMul/Gemm, embedding Gathers (table is an initializer) and, in static mode, the
-    attention's activation MatMuls too (dynamic mode leaves those float)."""
+    MatMul/Gemm, embedding Gathers (table is an initializer) and the attention's activation
+    MatMuls when they are quantised too (static, or dynamic with `attention_int8`)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -153,7 +170,7 @@ def quantizable_nodes(path: Path, mode: OnnxMode) -> list[str]:
     for node in model.graph.node:
         if node.name in weight_mm or (node.op_type == "Gather" and node.input[0] in inits):
             out.append(node.name)
-        elif mode == "static" and node.op_type == "MatMul":
+        elif (spec.mode == "static" or spec.attention_int8) and node.op_type == "MatMul":
             out.append(node.name)
     return out
 
@@ -279,7 +296,7 @@ def int8_with_fallback(
     if not first.passed and sensitivity is not None:
         rows, run_rows = sensitivity
         reference = run_rows(pre)
-        cands = quantizable_nodes(pre, spec.mode)
+        cands = quantizable_nodes(pre, spec)
         if log is not None:
             log.info(
                 "  %s: %s; ranking %d nodes by sensitivity on %d calibration rows",
@@ -370,7 +387,7 @@ def onnx_int8_variants(
     log.info("  quantising %s (%.2f MB, %d weight MatMuls); judged on %d validation rows, reported on %d eval rows",
              src.name, src_bytes / 1e6, coverage["weight_matmuls"], judge.rows, len(report.enc))
     sens = calib.subset(list(range(min(keep_float.sensitivity_rows, len(calib)))))
-    variants = [onnx_int8_variant(pre, out_dir, QuantSpec(mode, method, per_channel, percentile), judge, report, src_bytes=src_bytes,
+    variants = [onnx_int8_variant(pre, out_dir, QuantSpec.of(mode, method, per_channel, percentile), judge, report, src_bytes=src_bytes,
                                   calib=calib, sensitivity_rows=sens, work=work, backend=backend, keep_float=keep_float,
                                   inc_max_trials=inc_max_trials, log=log, progress=progress)
                 for mode in modes]
@@ -402,13 +419,14 @@ def onnx_int8_variant(
 
     log = log or logging.getLogger("albert_edge")
     mode = spec.mode
-    name, precision = f"onnx-{PRECISION[mode]}", PRECISION[mode]
-    dst = out_dir / f"model.{precision}.onnx"
+    name, precision = f"onnx-{spec.file_tag}", f"int8-{mode}"
+    dst = out_dir / f"model.{spec.file_tag}.onnx"
     t0 = time.perf_counter()
     extra: dict[str, Any] = {
         "backend": backend,
         "quantized_from": "model.onnx (ORT basic pre-optimised)",
         "per_channel": spec.per_channel,
+        "attention_matmuls_int8": mode == "static" or spec.attention_int8,
     }
     if mode == "static":
         extra["calibration"] = {"method": spec.method, "rows": len(calib), "split": "train",

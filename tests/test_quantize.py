@@ -16,7 +16,7 @@ import torch
 from albert_edge.schema import ConfigError, build
 from albert_edge.stages.quantize import QuantizeConfig
 from compress.onnx_graph import initializer_bytes, matmul_report, preoptimize
-from compress.onnx_int8 import QuantSpec, Sensitivity, keep_float_search, quantize_onnx
+from compress.onnx_int8 import QuantSpec, Sensitivity, keep_float_search, quantizable_nodes, quantize_onnx
 from edge_runtime import open_model
 from tests.conftest import run_yaml, write_yaml
 
@@ -121,6 +121,32 @@ def test_shared_weight_matmuls_all_int8_once_and_quarter_size(tmp_path):
     assert np.abs(ref - _int8_in_float(out, ids, mask, tt)).max() < 0.1 * np.abs(ref).max() + 1e-3
     got = open_model(str(out), threads=1)(ids, mask, tt)  # this CPU's kernels: not collapsed
     assert np.isfinite(got).all() and np.abs(ref - got).max() < np.abs(ref - ref.mean(0)).max()
+
+
+def test_dynamic_attention_also_quantises_the_attention_matmuls_with_the_same_weights(tmp_path):
+    """Optimum's route: the attention's two activation MatMuls per layer become dynamic int8 too;
+    the weight MatMuls and their int8 weights are exactly those of plain dynamic int8."""
+    pre = preoptimize(_raw_export(_shared_albert(layers=2), tmp_path / "raw.onnx"), tmp_path / "pre.onnx")
+    plain_spec, attn_spec = QuantSpec.of("dynamic"), QuantSpec.of("dynamic-attention")
+    assert (plain_spec.file_tag, attn_spec.file_tag, QuantSpec.of("static").file_tag) == ("int8-dynamic", "int8-dynamic-attention",
+                                                                                         "int8-static")
+    plain = matmul_report(quantize_onnx(pre, tmp_path / "plain.onnx", plain_spec))
+    attn = matmul_report(quantize_onnx(pre, tmp_path / "attn.onnx", attn_spec))
+    assert plain.activation_total == attn.activation_total == 2 * 2  # scores and context, per layer
+    assert plain.activation_int8 == 0 and attn.activation_int8 == attn.activation_total
+    assert plain.weight_int8 == attn.weight_int8 == attn.weight_total == 1 + 6 * 2 + 2
+
+    def int8_weights(path):
+        return {i.name: i.raw_data for i in onnx.load(str(path)).graph.initializer if i.data_type == onnx.TensorProto.INT8}
+
+    assert int8_weights(tmp_path / "plain.onnx") == int8_weights(tmp_path / "attn.onnx")
+    # The keep-float fallback may keep those MatMuls float too, in this mode only.
+    extra = set(quantizable_nodes(pre, attn_spec)) - set(quantizable_nodes(pre, plain_spec))
+    assert len(extra) == 2 * 2 and all("attention" in n for n in extra), extra
+    ids, mask, tt = _feeds()
+    ref = open_model(str(pre), threads=1)(ids, mask, tt)
+    got = open_model(str(tmp_path / "attn.onnx"), threads=1)(ids, mask, tt)
+    assert np.isfinite(got).all() and np.abs(ref - got).max() < np.abs(ref - ref.mean(0)).max()  # not collapsed
 
 
 @pytest.mark.kernels
@@ -247,6 +273,10 @@ def test_config_checks():
         build(QuantizeConfig, {"mode": "qat"}, "quantize")
     with pytest.raises(ConfigError, match="primary"):
         build(QuantizeConfig, {"onnx": ["dynamic"], "primary": "onnx-int8-static"}, "quantize")
+    with pytest.raises(ConfigError, match="INC's tuning makes dynamic and static files only"):
+        build(QuantizeConfig, {"backend": "inc", "onnx": ["dynamic-attention"]}, "quantize")
+    assert build(QuantizeConfig, {"onnx": ["dynamic", "dynamic-attention"]}, "quantize").variant_names() == [
+        "onnx-int8-dynamic", "onnx-int8-dynamic-attention"]
     with pytest.raises(ConfigError, match="calibration.method"):
         build(QuantizeConfig, {"calibration": {"method": "kl"}}, "quantize")
     cfg = build(QuantizeConfig, {"onnx": ["static"], "calibration": {"method": "entropy", "rows": 32}}, "quantize")
@@ -276,6 +306,21 @@ def test_stage_runs_and_output_loads(tiny_teacher, tiny_cache, tmp_path):
     assert variants["onnx-int8-static"]["calibration"]["rows"] == 64
     manifest = json.loads((art.path / "manifest.json").read_text())
     assert manifest["info"]["primary"] == "onnx-int8-dynamic"
+
+
+def test_stage_makes_the_dynamic_attention_file_beside_plain_dynamic(tiny_teacher, tiny_cache, tmp_path):
+    res = run_yaml(_yaml(tmp_path, "{onnx: [dynamic, dynamic-attention], calibration: {rows: 16}, fallback: {enabled: false}}"), "q",
+                   tiny_cache)
+    assert res.exit_code == 0, res.error
+    art = res.steps[-1].artifact
+    variants = {v["name"]: v for v in art.variants()}
+    assert set(variants) == {"onnx-int8-dynamic", "onnx-int8-dynamic-attention"}
+    attn, plain = variants["onnx-int8-dynamic-attention"], variants["onnx-int8-dynamic"]
+    assert attn["file"] == "model.int8-dynamic-attention.onnx" and attn["precision"] == plain["precision"] == "int8-dynamic"
+    assert attn["attention_matmuls_int8"] and not plain["attention_matmuls_int8"]
+    assert attn["matmuls"]["activation_matmuls_int8"] == attn["matmuls"]["activation_matmuls"] > 0
+    assert plain["matmuls"]["activation_matmuls_int8"] == 0
+    assert attn["verdict"]["split"] == "validation" and attn["sha256"] != plain["sha256"]
 
 
 PLANTED_ROWS = 60  # per class, in each of dev and train

@@ -1,8 +1,9 @@
 """`quantize`: int8 models for each runtime, made by quantising the exported graph; the stage
 picks inputs and writes the records, the int8 work and the judging are in the libraries.
 
-- ONNX Runtime dynamic int8 and static QDQ int8 (compress.onnx_int8, with the accuracy-aware
-  keep-float fallback), from the export artifact's fp32 `model.onnx` after ORT basic-level
+- ONNX Runtime dynamic int8 (`dynamic`: weight MatMuls; `dynamic-attention`: the attention's
+  activation MatMuls too, as Optimum makes it) and static QDQ int8 (compress.onnx_int8, with the
+  accuracy-aware keep-float fallback), from the export artifact's fp32 `model.onnx` after ORT basic-level
   pre-optimisation (compress.onnx_graph); `backend: inc`: INC's tuning (compress.onnx_inc).
 - TFLite dynamic-range / static int8 (compress.tflite_int8) from the tflite artifact's fp32 file.
 - Every file gets the every-weight-MatMul-is-int8 audit and a verdict from the budget
@@ -26,7 +27,7 @@ from albert_edge.contract import StageContext, StageError
 from albert_edge.registry import stage
 from albert_edge.schema import require
 from albert_edge.variant import ModelVariant, variants_of
-from compress.onnx_int8 import PRECISION, CalibMethod, OnnxMode
+from compress.onnx_int8 import FILE_TAG, CalibMethod, OnnxMode
 
 TfliteMode = Literal["int8-dynamic", "int8-static"]
 
@@ -76,14 +77,16 @@ class QuantizeConfig:
     def check(self) -> None:
         require(bool(self.onnx or self.tflite), "onnx", "nothing to quantise", "list onnx: [dynamic, static] and/or tflite: [int8-dynamic]")
         require(len(set(self.onnx)) == len(self.onnx), "onnx", "a mode is listed twice")
+        require(self.backend != "inc" or "dynamic-attention" not in self.onnx, "onnx",
+                "INC's tuning makes dynamic and static files only", "drop dynamic-attention or use backend: native")
         require(self.inc_max_trials >= 1, "inc_max_trials", "allow at least one INC trial")
         require(self.batch_size >= 1, "batch_size", "batch size must be positive")
-        names = [f"onnx-{PRECISION[m]}" for m in self.onnx] + [f"tflite-{p}" for p in self.tflite]
+        names = [f"onnx-{FILE_TAG[m]}" for m in self.onnx] + [f"tflite-{p}" for p in self.tflite]
         require(self.primary is None or self.primary in names, "primary", f"{self.primary!r} is not a variant this config makes",
                 f"one of {', '.join(names)}")
 
     def variant_names(self) -> list[str]:
-        return [f"onnx-{PRECISION[m]}" for m in self.onnx] + [f"tflite-{p}" for p in self.tflite]
+        return [f"onnx-{FILE_TAG[m]}" for m in self.onnx] + [f"tflite-{p}" for p in self.tflite]
 
 
 def fp32_onnx_variant(art: Any) -> ModelVariant:
