@@ -152,6 +152,17 @@ def test_arm_summary_reports_agreement_and_why_a_file_did_not_run() -> None:
     assert "skipped: executorch runtime does not load here" in text
 
 
+def test_arm_runs_predict_a_row_sample_at_real_lengths_under_the_given_time_limit() -> None:
+    from benchmarks.peers.run import arm_config, main
+
+    cfg = arm_config("qemu-aarch64", 100, 300.0)
+    assert cfg.timeout_s == 300.0 and cfg.accuracy_rows == 100 and cfg.devices == ("qemu-aarch64",)
+    assert cfg.accuracy and cfg.accuracy_seq_lens == () and not cfg.real_lengths  # answers only: emulated latencies mean nothing
+    with pytest.raises(SystemExit) as err:
+        main(["--arm", "qemu-aarch64", "--arm-timeout", "0"])
+    assert err.value.code == 2
+
+
 def test_timing_rounds_wait_for_builds_and_carry_round_one_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each timed round takes the machine lock exclusively: it starts only after a build holding
     the lock (as a sweep trial does) ends; round 2 only times and carries round 1's accuracy."""

@@ -135,13 +135,13 @@ def convert(peer: str, role: str, model_dir: Path, onnx: Path | None, out: Path,
 ARM_FORMATS = ("tflite", "pte")  # mobile formats a peer ships for phones: run on the ARM device too
 
 
-def arm_config(device: str, rows: int | None) -> BenchConfig:
+def arm_config(device: str, rows: int | None, timeout_s: float = 900.0) -> BenchConfig:
     """Accuracy and agreement on an arm64 device: real lengths, a seeded sample of rows, a few
-    runs (under emulation a latency says nothing about a phone)."""
+    runs (under emulation a latency says nothing about a phone); `timeout_s` per file."""
     return BenchConfig(
         devices=(device,), threads=(1,), runs=3, min_secs=0.0, warmup_min_secs=0.0, seq_lens=(128,),
         runtimes=("onnxruntime", "litert", "executorch"), accuracy=True, accuracy_seq_lens=(), accuracy_rows=rows,
-        real_lengths=False, device_tests=False,
+        real_lengths=False, device_tests=False, timeout_s=timeout_s,
     )
 
 
@@ -216,11 +216,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="also run the ARM builds and the shipped files on this arm64 device (qemu-aarch64[:CPU], ssh://..., adb:...) "
                    "for accuracy and agreement with this host")
     p.add_argument("--arm-rows", type=int, default=None, help="eval rows predicted on the ARM device (default: 200 under emulation)")
+    p.add_argument("--arm-timeout", type=float, default=900.0,
+                   help="seconds per file on the ARM device (emulating a fixed-width 128 teacher takes over 10 minutes)")
     args = p.parse_args(argv)
     peers = [x.strip() for x in args.peers.split(",") if x.strip()]
     bad = [x for x in peers if x not in common.PEERS]
     if bad or args.rounds < 1:
         p.error(f"unknown peer(s) {bad}" if bad else "--rounds must be at least 1")
+    if args.arm_timeout <= 0:
+        p.error("--arm-timeout must be positive")
     quiet_libraries()
     pipe = load_pipeline(args.file, args.pipeline)
     cache = args.cache_dir or default_cache_dir()
@@ -354,9 +358,10 @@ def main(argv: list[str] | None = None) -> int:
     arm_rows: list[dict[str, Any]] = []
     if args.arm:  # after the timed rounds: emulation is long, and it holds back any measurement waiting for the machine
         print(f"ARM builds on {args.arm}: {len(arm_targets)} files (accuracy and agreement with this host)", file=sys.stderr, flush=True)
+        arm_cfg = arm_config(args.arm, args.arm_rows, args.arm_timeout)
         for t in arm_targets:  # emulation is work, not a measurement: one file at a time, so a waiting measurement gets in between
             with nodelock.building():
-                arm_rows += benchmark([t], bundle / "eval.npz", arm_config(args.arm, args.arm_rows), {**stamp, "bench": "peers-arm"})
+                arm_rows += benchmark([t], bundle / "eval.npz", arm_cfg, {**stamp, "bench": "peers-arm"})
         for row in arm_rows:
             if row.get("error"):
                 print(f"    {row.get('variant')} on {args.arm}: {str(row['error'])[:200]}", file=sys.stderr)
