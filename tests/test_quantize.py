@@ -123,6 +123,7 @@ def test_shared_weight_matmuls_all_int8_once_and_quarter_size(tmp_path):
     assert np.isfinite(got).all() and np.abs(ref - got).max() < np.abs(ref - ref.mean(0)).max()
 
 
+@pytest.mark.kernels
 def test_dynamic_attention_also_quantises_the_attention_matmuls_with_the_same_weights(tmp_path):
     """Optimum's route: the attention's two activation MatMuls per layer become dynamic int8 too;
     the weight MatMuls and their int8 weights are exactly those of plain dynamic int8."""
