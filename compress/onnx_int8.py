@@ -71,21 +71,24 @@ def calibration_reader(enc: Encoded, batch_size: int = 32, pad_id: int = 0, fixe
 class QuantSpec:
     """How to quantise one ONNX file (everything but the file names and the calibration data)."""
 
-    mode: Scheme = "dynamic"
+    mode: OnnxMode = "dynamic"
     method: CalibMethod = "minmax"
     per_channel: bool = False
     percentile: float = 99.999
-    attention_int8: bool = False  # dynamic: activation MatMuls int8 too (static: always)
 
-    @classmethod
-    def of(cls, mode: OnnxMode, method: CalibMethod = "minmax", per_channel: bool = False, percentile: float = 99.999) -> QuantSpec:
-        scheme: Scheme = "static" if mode == "static" else "dynamic"
-        return cls(scheme, method, per_channel, percentile, attention_int8=mode == "dynamic-attention")
+    @property
+    def scheme(self) -> Scheme:
+        return "static" if self.mode == "static" else "dynamic"
+
+    @property
+    def quantizes_attention(self) -> bool:
+        """Whether the attention's activation MatMuls become int8 (static QDQ always does)."""
+        return self.mode != "dynamic"
 
     @property
     def file_tag(self) -> str:
-        """The file's and variant's name part (FILE_TAG of the mode this spec was made for)."""
-        return FILE_TAG["dynamic-attention" if self.mode == "dynamic" and self.attention_int8 else self.mode]
+        """The file's and variant's name part."""
+        return FILE_TAG[self.mode]
 
 
 def quantize_onnx(
@@ -107,16 +110,16 @@ def quantize_onnx(
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    if spec.mode == "dynamic":
+    if spec.scheme == "dynamic":
         # ORT's dynamic quantizer first rewrites every Gemm `g` into `g_MatMul` + `g_Add`, so a
         # Gemm (pooler, classifier) named by its graph name would be neither kept float nor probed.
         exclude = _with_gemm_aliases(exclude)
         only = _with_gemm_aliases(only) if only is not None else None
     common: dict[str, Any] = dict(op_types_to_quantize=list(OP_TYPES), per_channel=spec.per_channel,
                                   nodes_to_exclude=list(exclude), nodes_to_quantize=list(only) if only is not None else None)
-    if spec.mode == "dynamic":
+    if spec.scheme == "dynamic":
         # MatMulConstBOnly: leave MatMuls of two activations (the attention's) float unless asked.
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": not spec.attention_int8},
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": not spec.quantizes_attention},
                          **common)
         _restore_gemm_names(dst, exclude)
         return dst
@@ -160,7 +163,7 @@ def _restore_gemm_names(path: Path, exclude: Sequence[str]) -> None:
 def quantizable_nodes(path: Path, spec: QuantSpec) -> list[str]:
     """Nodes the quantizer turns int8 with OP_TYPES, the fallback candidates: weight
     MatMul/Gemm, embedding Gathers (table is an initializer) and the attention's activation
-    MatMuls when they are quantised too (static, or dynamic with `attention_int8`)."""
+    MatMuls when they are quantised too (`QuantSpec.quantizes_attention`)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -170,7 +173,7 @@ def quantizable_nodes(path: Path, spec: QuantSpec) -> list[str]:
     for node in model.graph.node:
         if node.name in weight_mm or (node.op_type == "Gather" and node.input[0] in inits):
             out.append(node.name)
-        elif (spec.mode == "static" or spec.attention_int8) and node.op_type == "MatMul":
+        elif spec.quantizes_attention and node.op_type == "MatMul":
             out.append(node.name)
     return out
 
@@ -387,7 +390,7 @@ def onnx_int8_variants(
     log.info("  quantising %s (%.2f MB, %d weight MatMuls); judged on %d validation rows, reported on %d eval rows",
              src.name, src_bytes / 1e6, coverage["weight_matmuls"], judge.rows, len(report.enc))
     sens = calib.subset(list(range(min(keep_float.sensitivity_rows, len(calib)))))
-    variants = [onnx_int8_variant(pre, out_dir, QuantSpec.of(mode, method, per_channel, percentile), judge, report, src_bytes=src_bytes,
+    variants = [onnx_int8_variant(pre, out_dir, QuantSpec(mode, method, per_channel, percentile), judge, report, src_bytes=src_bytes,
                                   calib=calib, sensitivity_rows=sens, work=work, backend=backend, keep_float=keep_float,
                                   inc_max_trials=inc_max_trials, log=log, progress=progress)
                 for mode in modes]
@@ -418,7 +421,7 @@ def onnx_int8_variant(
     import time
 
     log = log or logging.getLogger("albert_edge")
-    mode = spec.mode
+    mode = spec.scheme
     name, precision = f"onnx-{spec.file_tag}", f"int8-{mode}"
     dst = out_dir / f"model.{spec.file_tag}.onnx"
     t0 = time.perf_counter()
@@ -426,7 +429,7 @@ def onnx_int8_variant(
         "backend": backend,
         "quantized_from": "model.onnx (ORT basic pre-optimised)",
         "per_channel": spec.per_channel,
-        "attention_matmuls_int8": mode == "static" or spec.attention_int8,
+        "attention_matmuls_int8": spec.quantizes_attention,
     }
     if mode == "static":
         extra["calibration"] = {"method": spec.method, "rows": len(calib), "split": "train",

@@ -128,8 +128,8 @@ def test_dynamic_attention_also_quantises_the_attention_matmuls_with_the_same_we
     """Optimum's route: the attention's two activation MatMuls per layer become dynamic int8 too;
     the weight MatMuls and their int8 weights are exactly those of plain dynamic int8."""
     pre = preoptimize(_raw_export(_shared_albert(layers=2), tmp_path / "raw.onnx"), tmp_path / "pre.onnx")
-    plain_spec, attn_spec = QuantSpec.of("dynamic"), QuantSpec.of("dynamic-attention")
-    assert (plain_spec.file_tag, attn_spec.file_tag, QuantSpec.of("static").file_tag) == ("int8-dynamic", "int8-dynamic-attention",
+    plain_spec, attn_spec = QuantSpec("dynamic"), QuantSpec("dynamic-attention")
+    assert (plain_spec.file_tag, attn_spec.file_tag, QuantSpec("static").file_tag) == ("int8-dynamic", "int8-dynamic-attention",
                                                                                          "int8-static")
     plain = matmul_report(quantize_onnx(pre, tmp_path / "plain.onnx", plain_spec))
     attn = matmul_report(quantize_onnx(pre, tmp_path / "attn.onnx", attn_spec))

@@ -81,7 +81,7 @@ class QuantizeConfig:
                 "INC's tuning makes dynamic and static files only", "drop dynamic-attention or use backend: native")
         require(self.inc_max_trials >= 1, "inc_max_trials", "allow at least one INC trial")
         require(self.batch_size >= 1, "batch_size", "batch size must be positive")
-        names = [f"onnx-{FILE_TAG[m]}" for m in self.onnx] + [f"tflite-{p}" for p in self.tflite]
+        names = self.variant_names()
         require(self.primary is None or self.primary in names, "primary", f"{self.primary!r} is not a variant this config makes",
                 f"one of {', '.join(names)}")
 
