@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from albert_edge.paths import default_cache_dir
 from albert_edge.runner import cached_artifacts
 from albert_edge.stats import format_diff, paired_summary
 from benchmarks.harness import BenchConfig, Target, benchmark, bundle_targets, find_bundle
+from benchmarks.hoststamp import describe
 from benchmarks.provenance import run_stamp
 from benchmarks.report import write_report
 
@@ -322,9 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for rs in rounds for r in rs]
     machine = rows[0].get("stamp") or {}
     meta = {
-        "machine": f"{machine.get('arch', platform.machine())} {machine.get('cpu_model')} ({machine.get('cores')} cores, "
-        "{machine.get('os')}; "
-        f"ISA {machine.get('isa')})",
+        "machine": describe(machine),
         "threads": args.threads,
         "rounds": args.rounds,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

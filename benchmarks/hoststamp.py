@@ -100,3 +100,9 @@ def host_stamp(cpuinfo: str | None = None) -> dict[str, Any]:
         "numpy": libs.get("numpy"),
         "libraries": libs,
     }
+
+
+def describe(stamp: dict[str, Any]) -> str:
+    """One line for a report: arch, CPU model, cores, OS and ISA flags of a stamp."""
+    return (f"{stamp.get('arch', platform.machine())} {stamp.get('cpu_model')} ({stamp.get('cores')} cores, {stamp.get('os')}; "
+            f"ISA {stamp.get('isa')})")

@@ -31,6 +31,7 @@ from albert_edge.paths import default_cache_dir  # noqa: E402
 from albert_edge.runner import cached_artifacts  # noqa: E402
 from albert_edge.schema import ConfigError  # noqa: E402
 from benchmarks.harness import BenchConfig, benchmark, bundle_targets, find_bundle  # noqa: E402
+from benchmarks.hoststamp import describe  # noqa: E402
 from benchmarks.provenance import run_stamp  # noqa: E402
 
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = spread(rows, args.slow)
     machine = next((r.get("stamp") for r in rows if r.get("stamp")), {}) or {}
     meta = {"pipeline": pipe.name, "slow": args.slow, "processes": args.processes, "threads": args.threads,
-            "machine": f"{machine.get('arch')} {machine.get('cpu_model')} ({machine.get('cores')} cores; ISA {machine.get('isa')})",
+            "machine": describe(machine),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "python " + " ".join(["benchmarks/process_spread.py",
                                                                                                          *(argv or sys.argv[1:])]),
             "run_id": stamp["run_id"], "git_commit": stamp.get("git_commit")}

@@ -78,3 +78,10 @@ def test_the_emulated_arm64_device_stamps_a_cortex_a72_without_dotprod():
     text = fake_cpuinfo(2)
     assert cpu_model(text) == "ARM Cortex-A72 (qemu-user emulated)"
     assert cpu_features(text, "aarch64") == {"asimd": True, "dotprod": False, "i8mm": False, "sve": False, "sme": False}
+
+
+def test_describe_names_arch_cpu_cores_os_and_isa() -> None:
+    from benchmarks.hoststamp import describe
+
+    stamp = {"arch": "x86_64", "cpu_model": "AMD EPYC", "cores": 2, "os": "Linux 6.1", "isa": {"avx2": True}}
+    assert describe(stamp) == "x86_64 AMD EPYC (2 cores, Linux 6.1; ISA {'avx2': True})"

@@ -41,7 +41,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -58,6 +57,7 @@ from albert_edge.paths import default_cache_dir  # noqa: E402
 from albert_edge.runner import cached_artifacts  # noqa: E402
 from benchmarks.devices.local import LocalDevice  # noqa: E402
 from benchmarks.harness import BenchConfig, Target, benchmark, bundle_targets, find_bundle, flag_rows, run_on_device  # noqa: E402
+from benchmarks.hoststamp import describe  # noqa: E402
 from benchmarks.peers import common  # noqa: E402
 from benchmarks.provenance import run_stamp  # noqa: E402
 
@@ -372,9 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     all_rows = [r for rs in rounds for r in rs]
     machine = next((r.get("stamp") for r in all_rows if r.get("stamp")), {}) or {}
     meta = {
-        "machine": f"{machine.get('arch', platform.machine())} {machine.get('cpu_model')} "
-        f"({machine.get('cores')} cores, {machine.get('os')}; "
-        f"ISA {machine.get('isa')})",
+        "machine": describe(machine),
         "host_isa_config": isa,
         "threads": args.threads,
         "rounds": args.rounds,
