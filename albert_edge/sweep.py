@@ -442,16 +442,20 @@ def retime(rows: list[dict[str, Any]], spec: SweepSpec, out_dir: Path, rounds: i
     chosen = [*pareto_front(rows, spec.objectives), *[r for r in rows if r.get("baseline") and r.get("status") == "ok"]]
     chosen = list({str(r["trial"]): r for r in chosen}.values())
     lock_dir = Path(os.environ[LOCK_DIR_ENV]) if os.environ.get(LOCK_DIR_ENV) else None
+    plan = []  # what each round measures, resolved once: the file, its bundle and its stamp
+    for r in chosen:
+        bundle = Path(r["bundle"])
+        variant = _variant(bundle, [r["file"]])
+        if variant is None:
+            raise ConfigError("--rounds", f"trial {r['trial']}: {r['file']} is no longer in {bundle}",
+                              "rerun the sweep without --report-only")
+        plan.append((r, bundle, variant, {**run_stamp(None, {"bundle": r.get("bundle_key")}, r.get("pipeline")),
+                                          "config_hash": r.get("config_hash")}))
+    measure = to_dict(spec.measure)
     out: list[dict[str, Any]] = []
     for rnd in range(1, rounds + 1):
-        for r in chosen:
-            bundle = Path(r["bundle"])
-            variant = _variant(bundle, [r["file"]])
-            if variant is None:
-                raise ConfigError("--rounds", f"trial {r['trial']}: {r['file']} is no longer in {bundle}",
-                                  "rerun the sweep without --report-only")
-            stamp = {**run_stamp(None, {"bundle": r.get("bundle_key")}, r.get("pipeline")), "config_hash": r.get("config_hash")}
-            got = measure_bundle(bundle, variant, to_dict(spec.measure), stamp, lock_dir)
+        for r, bundle, variant, stamp in plan:
+            got = measure_bundle(bundle, variant, measure, stamp, lock_dir)
             out.append({"trial": r["trial"], "baseline": bool(r.get("baseline")), "round": rnd, "sweep": out_dir.name, **got})
             log(f"round {rnd}/{rounds}: {'hand-tuned' if r.get('baseline') else r['trial']} p50 {got['p50_ms']:.3f} ms")
     (out_dir / ROUNDS).write_text("".join(json.dumps(x, default=str) + "\n" for x in out))
