@@ -114,10 +114,15 @@ def _versus_baseline(rows: list[dict[str, Any]], round_rows: list[dict[str, Any]
     """The front re-timed against the hand-tuned pipeline in interleaved rounds (sweep --rounds)."""
     from albert_edge.pareto import versus_baseline
 
-    verdicts = versus_baseline(rows, round_rows)
-    if not verdicts:
+    if not round_rows:
         return []
+    verdicts = versus_baseline(rows, round_rows)
     n = max(int(r.get("round", 0)) for r in round_rows)
+    if not verdicts:
+        why = ("the hand-tuned pipeline is the whole front" if all(r.get("baseline") for r in round_rows)
+               else "the hand-tuned pipeline was not among them")
+        return ["", f"The front and the hand-tuned pipeline, re-timed in {n} interleaved round(s) (`rounds.jsonl`): no trial to judge "
+                f"against the hand-tuned pipeline ({why})."]
     lines = ["", f"Against the hand-tuned pipeline, re-timed in {n} interleaved round(s) (`rounds.jsonl`; a speed-up is the hand-tuned "
              "p50 over the trial's in the same round; a trial dominates when its validation accuracy is at least the hand-tuned one's "
              "and it is faster in its worst round):", "",

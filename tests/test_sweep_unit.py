@@ -221,6 +221,17 @@ def test_a_trial_dominates_the_baseline_only_when_its_worst_round_is_faster():
     assert versus_baseline(rows[1:], timed) == []  # no baseline, no verdict
 
 
+def test_the_report_says_so_when_the_hand_tuned_pipeline_is_the_whole_front() -> None:
+    from albert_edge.sweep_report import _versus_baseline
+
+    rows = [{"trial": "baseline", "baseline": True, "status": "ok", "val_accuracy": 0.55},
+            {"trial": "t1", "status": "ok", "val_accuracy": 0.55}]
+    timed = [{"trial": "baseline", "baseline": True, "round": n, "p50_ms": 0.2} for n in (1, 2)]
+    text = "\n".join(_versus_baseline(rows, timed))
+    assert "re-timed in 2 interleaved round(s)" in text and "the hand-tuned pipeline is the whole front" in text
+    assert _versus_baseline(rows, []) == []  # not re-timed: no section
+
+
 @pytest.mark.parametrize(("body", "needle"), [
     ("  strategy: points\n  params: {distill.student.embedding_size: [16, 32]}\n", "sweep.points: strategy points lists its recipes"),
     ("  strategy: points\n  params: {distill.student.embedding_size: [16, 32]}\n  points: [{distill.student.embedding_size: 24}]\n",
